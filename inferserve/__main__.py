@@ -1,0 +1,167 @@
+"""Command line: flags -> ServerConfig -> worker + HTTP server, until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from . import __version__
+from .config import (
+    DEFAULT_GRACEFUL_TIMEOUT_S,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_INPUTS,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    BatchPolicy,
+    ModelSpec,
+    ServerConfig,
+    default_model_path,
+)
+
+log = logging.getLogger("inferserve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="inferserve",
+        description="Serve one Hugging Face transformers model over HTTP with dynamic batching.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"inferserve {__version__}")
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default=None,
+                       help="local model directory or hub name; default: the embedded all-MiniLM-L6-v2")
+    model.add_argument("--task", default=None,
+                       help="pipeline task (fill-mask, feature-extraction, ...); default: from the model's config")
+    model.add_argument("--device", default="auto",
+                       help="auto, cpu, cuda or cuda:N; auto picks CUDA when visible")
+    model.add_argument("--num-threads", type=int, default=None,
+                       help="torch intra-op threads in the worker; default: torch's own (one per core)")
+    model.add_argument("--no-truncate", action="store_true",
+                       help="reject inputs longer than the model's maximum (422) instead of truncating them")
+    batch = p.add_argument_group("batching")
+    batch.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                       help="most inputs in one model batch")
+    batch.add_argument("--max-batch-delay-ms", type=float, default=DEFAULT_MAX_BATCH_DELAY_MS,
+                       help="longest a batch stays open after its first input arrives")
+    batch.add_argument("--max-batch-tokens", type=int, default=None,
+                       help="most padded tokens (items x longest input) in one batch; default: no bound")
+    batch.add_argument("--batch-wait", choices=("adaptive", "fixed"), default="adaptive",
+                       help="adaptive: wait for the delay only while fewer inputs are queued than the last batch "
+                            "held; fixed: always wait for a full batch or the delay")
+    server = p.add_argument_group("server")
+    server.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    server.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                        help="largest request body accepted (413 above)")
+    server.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS,
+                        help="most inputs in one request")
+    server.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                        help="most requests waiting for the model; more get 503 + Retry-After")
+    server.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
+                        help="seconds before a request gets 504; X-Request-Timeout can ask for less")
+    server.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S,
+                        help="seconds in-flight requests get to finish after SIGTERM")
+    server.add_argument("--api-key", default=os.environ.get("INFERSERVE_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' (env INFERSERVE_API_KEY)")
+    server.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="log verbosity")
+    server.add_argument("--debug", action="store_true",
+                        help="show exception details to clients (never in production)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    for name in ("max_batch_size", "max_inputs", "max_queue", "max_body_bytes"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_batch_delay_ms < 0:
+        raise SystemExit("--max-batch-delay-ms must not be negative")
+    return ServerConfig(
+        model=ModelSpec(
+            model=args.model or default_model_path(),
+            task=args.task,
+            device=args.device,
+            num_threads=args.num_threads,
+            truncate=not args.no_truncate,
+        ),
+        batch=BatchPolicy(
+            max_batch_size=args.max_batch_size,
+            max_batch_delay_ms=args.max_batch_delay_ms,
+            max_batch_tokens=args.max_batch_tokens,
+            adaptive_wait=args.batch_wait == "adaptive",
+        ),
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+        max_inputs=args.max_inputs,
+        request_timeout_s=args.request_timeout,
+        graceful_timeout_s=args.graceful_timeout,
+        api_key=args.api_key or None,
+        debug=args.debug,
+        log_level=args.log_level,
+    )
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until the model cannot load (exit 1)."""
+    from .http import BACKEND_KEY, STATE_KEY, create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        handler_cancellation=True,  # a client that disconnects cancels its request
+        shutdown_timeout=config.graceful_timeout_s,
+    )
+    await runner.setup()  # spawns the worker (cleanup_ctx); /ready says when it is loaded
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    log.info(
+        "listening on http://%s:%d; model %s, task %s, device %s; batches of at most %d, delay %.1f ms",
+        config.host, config.port, config.model.model, config.model.task or "(from config)",
+        config.model.device, config.batch.max_batch_size, config.batch.max_batch_delay_ms,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    fatal = app[BACKEND_KEY].fatal
+    stop_wait = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({stop_wait, fatal}, return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0
+    if fatal.done():
+        log.error("cannot serve: %s", fatal.result())
+        exit_code = 1
+    else:
+        log.info("shutting down: draining in-flight requests (up to %.0fs)", config.graceful_timeout_s)
+    stop_wait.cancel()
+    app[STATE_KEY].draining = True
+    await runner.cleanup()  # stop listening, let handlers finish, stop the worker
+    log.info("stopped")
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_from_args(build_parser().parse_args(argv))
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+    )
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

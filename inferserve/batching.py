@@ -1,0 +1,165 @@
+"""Deadline-bounded dynamic batching: the worker's pending queue.
+
+The intake thread ``put``s items; the model thread calls ``next_batch``,
+which blocks while the queue is empty (no polling) and otherwise closes a
+batch at ``first_arrival + max_delay`` or at ``max_size`` items, whichever
+comes first. The clock is that of the oldest queued item, so items that
+queued up while the model was busy form the next batch at once.
+
+Items only share a batch with items of the same ``group`` (same pipeline
+parameters). An optional token budget bounds ``count x longest`` so that one
+long input cannot blow up a whole batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One input of one request, as the worker schedules it."""
+
+    request_id: int
+    index: int
+    group: Hashable
+    arrival: float
+    deadline: float
+    tokens: int = 0
+    payload: Any = None  # preprocessed model inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    items: list[WorkItem]
+    # Items whose request deadline had passed when the batch formed: they are
+    # answered with a timeout and never computed.
+    expired: list[WorkItem]
+
+    @property
+    def padded_tokens(self) -> int:
+        return len(self.items) * max((i.tokens for i in self.items), default=0)
+
+
+class Batcher:
+    def __init__(
+        self,
+        max_size: int,
+        max_delay_s: float,
+        max_tokens: int | None = None,
+        adaptive_wait: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be >= 1")
+        self._max_size = max_size
+        self._max_delay_s = max(0.0, max_delay_s)
+        self._max_tokens = max_tokens
+        # Adaptive: wait for the delay only while fewer items are queued than
+        # the previous batch held. A lone client (previous batch of 1) is
+        # never held back; a steady crowd still fills its batches.
+        self._adaptive_wait = adaptive_wait
+        self._clock = clock
+        self._groups: OrderedDict[Hashable, deque[WorkItem]] = OrderedDict()
+        self._queued = 0
+        self._last_batch_size = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    # ---- producer side -------------------------------------------------
+
+    def put(self, item: WorkItem) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("batcher is closed")
+            self._groups.setdefault(item.group, deque()).append(item)
+            self._queued += 1
+            self._cond.notify()
+
+    def discard(self, request_id: int) -> int:
+        """Drop the queued items of a cancelled request; returns how many."""
+        with self._cond:
+            dropped = 0
+            for key in list(self._groups):
+                queue = self._groups[key]
+                kept = deque(i for i in queue if i.request_id != request_id)
+                dropped += len(queue) - len(kept)
+                if kept:
+                    self._groups[key] = kept
+                else:
+                    del self._groups[key]
+            self._queued -= dropped
+            return dropped
+
+    def close(self) -> None:
+        """No more items; ``next_batch`` drains what is queued, then returns None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return self._queued
+
+    # ---- consumer side -------------------------------------------------
+
+    def next_batch(self) -> Batch | None:
+        """Block until a batch is due; None once closed and empty."""
+        with self._cond:
+            while True:
+                while not self._groups and not self._closed:
+                    self._cond.wait()
+                if not self._groups:
+                    return None
+                key, queue = self._oldest_group()
+                close_at = queue[0].arrival + self._max_delay_s
+                target = self._wait_target()
+                while len(queue) < target and not self._closed:
+                    remaining = close_at - self._clock()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                    if self._groups.get(key) is not queue:
+                        break  # emptied by a cancellation: start over
+                if self._groups.get(key) is not queue:
+                    continue
+                return self._take(key, queue)
+
+    def _oldest_group(self) -> tuple[Hashable, deque[WorkItem]]:
+        return min(self._groups.items(), key=lambda kv: kv[1][0].arrival)
+
+    def _wait_target(self) -> int:
+        if not self._adaptive_wait:
+            return self._max_size
+        return max(1, min(self._max_size, self._last_batch_size))
+
+    def _take(self, key: Hashable, queue: deque[WorkItem]) -> Batch:
+        now = self._clock()
+        items: list[WorkItem] = []
+        expired: list[WorkItem] = []
+        longest = 0
+        while queue and len(items) < self._max_size:
+            item = queue[0]
+            if item.deadline <= now:
+                expired.append(queue.popleft())
+                continue
+            longest_with = max(longest, item.tokens)
+            over_budget = (
+                self._max_tokens is not None
+                and items
+                and (len(items) + 1) * longest_with > self._max_tokens
+            )
+            if over_budget:
+                break
+            items.append(queue.popleft())
+            longest = longest_with
+        if not queue:
+            del self._groups[key]
+        self._queued -= len(items) + len(expired)
+        if items:
+            self._last_batch_size = len(items)
+        return Batch(items=items, expired=expired)

