@@ -1,0 +1,96 @@
+"""Closed-loop HTTP load generator: C clients, each sending its next request
+as soon as its last one is answered, for a fixed time. Runs in its own process
+(one event loop, one core at most) and prints one JSON line of results.
+
+Loopback only: the target must be 127.0.0.1 or localhost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from urllib.parse import urlparse
+
+import aiohttp
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(url: str, bodies: list[bytes], content_type: str, concurrency: int,
+              duration: float, warmup: float, max_requests: int) -> dict:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    batch_sizes: list[int] = []
+    sent = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.monotonic()
+        measure_from = start + warmup
+        stop_at = measure_from + duration
+
+        async def client(k: int) -> None:
+            nonlocal sent
+            i = k
+            while time.monotonic() < stop_at and sent < max_requests:
+                sent += 1
+                body = bodies[i % len(bodies)]
+                i += concurrency
+                t0 = time.monotonic()
+                async with session.post(url, data=body, headers={"Content-Type": content_type}) as resp:
+                    await resp.read()
+                    status = resp.status
+                    batch = resp.headers.get("X-Batch-Size")
+                t1 = time.monotonic()
+                # Count what completes inside the window, wherever it began:
+                # requiring the start inside too would undercount long latencies.
+                if measure_from <= t1 <= stop_at:
+                    latencies.append(t1 - t0)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if batch:
+                        batch_sizes.append(int(batch))
+
+        await asyncio.gather(*(client(k) for k in range(concurrency)))
+    ok = statuses.get(200, 0)
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "ok": ok,
+        "statuses": statuses,
+        "rps": ok / duration,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_batch": statistics.fmean(batch_sizes) if batch_sizes else 0.0,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--bodies", required=True, help="JSON file: list of request body strings")
+    p.add_argument("--content-type", default="application/json")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--max-requests", type=int, default=200_000)
+    args = p.parse_args()
+    host = urlparse(args.url).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit("loadgen only targets loopback")
+    with open(args.bodies) as f:
+        bodies = [b.encode() for b in json.load(f)]
+    result = asyncio.run(run(args.url, bodies, args.content_type, args.concurrency,
+                             args.duration, args.warmup, args.max_requests))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
