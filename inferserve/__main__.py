@@ -27,6 +27,7 @@ from .config import (
     ServerConfig,
     default_model_path,
 )
+from .logs import AccessLogger, configure_logging
 
 log = logging.getLogger("inferserve")
 
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="require 'Authorization: Bearer KEY' (env INFERSERVE_API_KEY)")
     server.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="log verbosity")
+    server.add_argument("--log-format", default="text", choices=("text", "json"),
+                        help="json: one JSON object per log line (access log included)")
     server.add_argument("--debug", action="store_true",
                         help="show exception details to clients (never in production)")
     return p
@@ -111,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_key=args.api_key or None,
         debug=args.debug,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 
@@ -124,6 +128,7 @@ async def serve(config: ServerConfig) -> int:
         handle_signals=False,
         handler_cancellation=True,  # a client that disconnects cancels its request
         shutdown_timeout=config.graceful_timeout_s,
+        access_log_class=AccessLogger,
     )
     await runner.setup()  # spawns the worker (cleanup_ctx); /ready says when it is loaded
     site = web.TCPSite(runner, config.host, config.port)
@@ -155,11 +160,7 @@ async def serve(config: ServerConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     config = config_from_args(build_parser().parse_args(argv))
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format, role="server")
     return asyncio.run(serve(config))
 
 

@@ -55,6 +55,7 @@ class ServerConfig:
     api_key: str | None = None
     debug: bool = False
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per line
 
 
 def default_model_path() -> str:

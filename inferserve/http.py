@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.metadata
 import logging
 import time
 import uuid
@@ -17,8 +18,11 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from . import __version__
 from .config import ServerConfig
 from .ipc import InferResult, Outcome
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import ServerMetrics
 from .payload import InferencePayload, PayloadError, parse_inference_body
 from .supervisor import DeadlineExceeded, InferenceBackend, WorkerSupervisor, WorkerUnavailable
 
@@ -46,11 +50,24 @@ class ServerState:
 
     started_at: float = field(default_factory=time.monotonic)
     draining: bool = False
+    versions: dict[str, str | None] = field(default_factory=dict)
+
+
+def _installed_versions() -> dict[str, str | None]:
+    # From package metadata: importing torch here to ask would load it.
+    versions: dict[str, str | None] = {"inferserve": __version__}
+    for package in ("torch", "transformers", "aiohttp"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 CONFIG_KEY = web.AppKey("config", ServerConfig)
 BACKEND_KEY = web.AppKey("backend", InferenceBackend)
 STATE_KEY = web.AppKey("state", ServerState)
+METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -63,6 +80,33 @@ def unavailable(message: str, headers: dict[str, str] | None = None) -> web.Resp
 
 
 # ---- middlewares ----------------------------------------------------------
+
+
+@web.middleware
+async def observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count every answered request by route and status, and time it."""
+    metrics = request.app[METRICS_KEY]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    started = time.monotonic()
+    metrics.in_flight.inc()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # client closed the connection (nginx's convention)
+        raise
+    finally:
+        metrics.in_flight.dec()
+        metrics.requests.labels(route=route, status=str(status)).inc()
+        metrics.request_latency.labels(route=route).observe(time.monotonic() - started)
 
 
 @web.middleware
@@ -119,6 +163,38 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS_KEY].exposition()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def info(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    backend = request.app[BACKEND_KEY]
+    state = request.app[STATE_KEY]
+    worker = backend.info
+    return web.json_response(
+        {
+            "model": worker.model if worker else config.model.model,
+            "task": worker.task if worker else config.model.task,
+            "device": worker.device if worker else config.model.device,
+            "dtype": worker.dtype if worker else None,
+            "ready": backend.ready,
+            "max_batch_size": config.batch.max_batch_size,
+            "max_batch_delay_ms": config.batch.max_batch_delay_ms,
+            "max_batch_tokens": config.batch.max_batch_tokens,
+            "batch_wait": "adaptive" if config.batch.adaptive_wait else "fixed",
+            "max_queue": config.max_queue,
+            "max_inputs": config.max_inputs,
+            "max_body_bytes": config.max_body_bytes,
+            "request_timeout_s": config.request_timeout_s,
+            "versions": state.versions,
+            "uptime_s": round(time.monotonic() - state.started_at, 3),
+        },
+        dumps=lambda v: orjson.dumps(v).decode(),
+    )
+
+
 async def infer(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     backend = request.app[BACKEND_KEY]
@@ -141,12 +217,13 @@ async def infer(request: web.Request) -> web.Response:
         return unavailable(str(exc), headers)
     except DeadlineExceeded:
         return error_response(504, "deadline_exceeded", f"no answer within {timeout:g}s", headers)
-    return _to_response(result, headers)
+    return _to_response(result, headers, request.app[METRICS_KEY])
 
 
-def _to_response(result: InferResult, headers: dict[str, str]) -> web.Response:
+def _to_response(result: InferResult, headers: dict[str, str], metrics: ServerMetrics) -> web.Response:
     headers["X-Batch-Size"] = str(result.batch_size)
     if result.outcome is Outcome.OK:
+        metrics.queue_wait.observe(result.queue_ms / 1000.0)
         headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
         headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
         return web.Response(body=result.body, content_type="application/json", headers=headers)
@@ -198,28 +275,44 @@ def _request_id(request: web.Request) -> str:
 
 def create_app(config: ServerConfig, backend: InferenceBackend | None = None) -> web.Application:
     """The aiohttp app; without ``backend`` it owns a real worker process."""
-    middlewares = [json_errors]
+    middlewares = [observe, json_errors]
     if config.api_key:
         middlewares.append(api_key_guard(config.api_key))
     # +1 so that a body of exactly the limit is accepted and ours is the 413.
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
     app[CONFIG_KEY] = config
-    app[STATE_KEY] = ServerState()
+    app[STATE_KEY] = ServerState(versions=_installed_versions())
+    app[METRICS_KEY] = ServerMetrics()
     if backend is not None:
-        app[BACKEND_KEY] = backend
+        _attach_backend(app, backend)
     else:
         app.cleanup_ctx.append(_worker_lifecycle)
     app.router.add_post("/", infer)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/info", info)
+    app.router.add_get("/metrics", metrics)
     return app
+
+
+def _attach_backend(app: web.Application, backend: InferenceBackend) -> None:
+    app[BACKEND_KEY] = backend
+    app[METRICS_KEY].track_backend(lambda: backend.in_flight, lambda: float(backend.ready))
 
 
 async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Spawn the worker with the app; stop it (after the drain) with the app."""
     config = app[CONFIG_KEY]
-    supervisor = WorkerSupervisor(config.model, config.batch, log_level=config.log_level)
-    app[BACKEND_KEY] = supervisor
+    metrics = app[METRICS_KEY]
+    supervisor = WorkerSupervisor(
+        config.model,
+        config.batch,
+        log_level=config.log_level,
+        log_format=config.log_format,
+        on_batch=metrics.observe_batch,
+        on_restart=metrics.worker_restarts.inc,
+    )
+    _attach_backend(app, supervisor)
     await supervisor.start()
     yield
     await supervisor.stop(timeout=config.graceful_timeout_s)

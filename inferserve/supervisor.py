@@ -70,12 +70,15 @@ class WorkerSupervisor:
         spec: ModelSpec,
         policy: BatchPolicy,
         log_level: str = "info",
+        log_format: str = "text",
         on_batch: Callable[[BatchReport], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         self._spec = spec
         self._policy = policy
-        self._log_level = log_level
+        self._log_settings = (log_level, log_format)
         self._on_batch = on_batch
+        self._on_restart = on_restart
         self._context = multiprocess.get_context("spawn")  # CUDA-safe, no inherited state
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[InferResult]] = {}
@@ -175,7 +178,7 @@ class WorkerSupervisor:
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, self._spec, self._policy, self._log_level),
+            args=(child_end, self._spec, self._policy, *self._log_settings),
             name="inferserve-worker",
             daemon=True,
         )
@@ -235,6 +238,8 @@ class WorkerSupervisor:
         if self._stopping:
             return
         self.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
         await self._spawn()
 
     def _fail_pending(self, reason: str) -> None:

@@ -12,7 +12,6 @@ import ctypes
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import orjson
 
 from .batching import Batch, Batcher, WorkItem
 from .config import BatchPolicy, ModelSpec
+from .logs import configure_logging
 from .ipc import (
     BatchReport,
     CancelRequest,
@@ -40,15 +40,13 @@ _MAX_ERROR_MESSAGE = 500
 _PR_SET_PDEATHSIG = 1
 
 
-def worker_main(connection: Any, spec: ModelSpec, policy: BatchPolicy, log_level: str) -> None:
+def worker_main(
+    connection: Any, spec: ModelSpec, policy: BatchPolicy, log_level: str, log_format: str = "text"
+) -> None:
     """Process entry point (spawned by the front-end's supervisor)."""
     parent = os.getppid()
     _die_with_parent(parent)
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [worker %(process)d] %(message)s",
-    )
+    configure_logging(log_level, log_format, role="worker")
     channel = Channel(connection)
     try:
         # Heavy imports happen here, never in a module the front-end imports.

@@ -1,0 +1,62 @@
+"""BatchRunner against a real tiny model: fault isolation by bisection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inferserve.config import ModelSpec
+from inferserve.model import load_model
+from inferserve.runner import BatchRunner, InputRejected, ParametersRejected
+
+
+@pytest.fixture(scope="module")
+def runner(fill_mask_model: Path) -> BatchRunner:
+    return BatchRunner(load_model(ModelSpec(model=str(fill_mask_model))))
+
+
+def test_a_failing_item_is_isolated_and_its_neighbours_succeed(runner: BatchRunner) -> None:
+    params = runner.parse_params({})
+    good = [runner.prepare(f"item {i} is [MASK].", params) for i in range(5)]
+    poisoned = runner.prepare("poisoned [MASK].", params)
+    # A token id past the vocabulary makes the embedding lookup raise inside
+    # forward(), for the whole padded batch: only bisection can save the rest.
+    poisoned.features["input_ids"][0, 1] = 10**6
+    batch = good[:3] + [poisoned] + good[3:]
+    outputs = runner.run(batch, params)
+    assert isinstance(outputs[3], Exception)
+    expected = runner.run(good, params)
+    for got, want in zip(outputs[:3] + outputs[4:], expected):
+        assert not isinstance(got, Exception)
+        assert [r["token"] for r in got] == [r["token"] for r in want]
+
+
+def test_batched_outputs_equal_single_calls(runner: BatchRunner) -> None:
+    params = runner.parse_params({"top_k": 3})
+    texts = ["short [MASK]", "a much longer sentence whose [MASK] sits in the middle of it", "x [MASK] y"]
+    batched = runner.run([runner.prepare(t, params) for t in texts], params)
+    for text, output in zip(texts, batched):
+        (single,) = runner.run([runner.prepare(text, params)], params)
+        assert [r["token"] for r in output] == [r["token"] for r in single]
+        assert [r["score"] for r in output] == pytest.approx([r["score"] for r in single], rel=1e-4)
+
+
+def test_rejections_are_typed(runner: BatchRunner) -> None:
+    with pytest.raises(ParametersRejected, match="unsupported parameter 'bogus'"):
+        runner.parse_params({"bogus": 1})
+    with pytest.raises(InputRejected):
+        runner.prepare("no mask token", runner.parse_params({}))
+
+
+def test_over_long_input_is_truncated_or_rejected(fill_mask_model: Path) -> None:
+    loaded = load_model(ModelSpec(model=str(fill_mask_model)))
+    long_text = "[MASK] " + "word " * 400
+    truncating = BatchRunner(loaded, truncate=True)
+    params = truncating.parse_params({})
+    prepared = truncating.prepare(long_text, params)
+    assert prepared.tokens == truncating.max_tokens == 128
+    assert not isinstance(truncating.run([prepared], params)[0], Exception)
+    strict = BatchRunner(loaded, truncate=False)
+    with pytest.raises(InputRejected, match="at most 128"):
+        strict.prepare(long_text, params)
