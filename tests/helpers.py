@@ -183,3 +183,16 @@ def _cmdline(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def scrape(server: ServerProcess) -> dict[str, float]:
+    """/metrics as {sample name{labels}: value}, via prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = server.get("/metrics").body.decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

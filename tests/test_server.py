@@ -72,7 +72,7 @@ async def _concurrent(url: str, bodies: list[dict[str, Any]]) -> list[tuple[int,
     async with aiohttp.ClientSession() as session:
         async def one(body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
             async with session.post(url, json=body) as resp:
-                return resp.status, dict(resp.headers), await resp.json()
+                return resp.status, resp.headers.copy(), await resp.json()
 
         return await asyncio.gather(*(one(b) for b in bodies))
 

@@ -1,0 +1,111 @@
+"""/metrics, /info, timing headers, JSON logs: a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from helpers import ServerProcess, scrape
+
+MAX_BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def observed_server(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    server = ServerProcess(
+        ["--model", str(fill_mask_model), "--max-batch-size", str(MAX_BATCH), "--max-batch-delay-ms", "15",
+         "--max-queue", "77", "--request-timeout", "12", "--log-format", "json"],
+        tmp_path_factory.mktemp("logs") / "observed.log",
+    ).start()
+    yield server
+    server.stop()
+
+
+async def _post_many(url: str, count: int) -> list[tuple[int, dict[str, str], float]]:
+    async with aiohttp.ClientSession() as session:
+        async def one(i: int) -> tuple[int, dict[str, str], float]:
+            started = time.monotonic()
+            async with session.post(url, json={"inputs": f"metric {i} [MASK]"}) as resp:
+                await resp.read()
+                return resp.status, resp.headers.copy(), (time.monotonic() - started) * 1000
+
+        return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
+def test_metrics_move_by_the_right_amounts(observed_server: ServerProcess) -> None:
+    before = scrape(observed_server)
+    results = asyncio.run(_post_many(observed_server.url + "/", 20))
+    assert all(status == 200 for status, _, _ in results)
+    after = scrape(observed_server)
+
+    assert delta(after, before, 'inferserve_requests_total{route="/",status="200"}') == 20
+    assert delta(after, before, 'inferserve_request_duration_seconds_count{route="/"}') == 20
+    assert delta(after, before, "inferserve_items_computed_total") == 20
+    assert delta(after, before, "inferserve_batch_size_sum") == 20
+    batches = delta(after, before, "inferserve_batch_size_count")
+    # one batch-size observation per batch the worker reported, each also timed
+    assert batches == delta(after, before, "inferserve_batch_compute_seconds_count")
+    assert math.ceil(20 / MAX_BATCH) <= batches <= 20
+    assert delta(after, before, "inferserve_queue_wait_seconds_count") == 20
+    assert after["inferserve_worker_up"] == 1
+    assert after["inferserve_queue_depth"] == 0
+    assert after["inferserve_worker_restarts_total"] == 0
+
+
+def test_error_statuses_are_counted_by_route(observed_server: ServerProcess) -> None:
+    before = scrape(observed_server)
+    observed_server.request("POST", "/", b"{", {"Content-Type": "application/json"})
+    observed_server.get("/nope")
+    after = scrape(observed_server)
+    assert delta(after, before, 'inferserve_requests_total{route="/",status="400"}') == 1
+    assert delta(after, before, 'inferserve_requests_total{route="unmatched",status="404"}') == 1
+
+
+def test_info_matches_the_flags(observed_server: ServerProcess, fill_mask_model: Path) -> None:
+    info = observed_server.get("/info").json()
+    assert info["model"] == str(fill_mask_model)
+    assert info["task"] == "fill-mask"
+    assert info["device"] == "cpu"
+    assert info["dtype"] == "float32"
+    assert info["max_batch_size"] == MAX_BATCH
+    assert info["max_batch_delay_ms"] == 15
+    assert info["max_queue"] == 77
+    assert info["request_timeout_s"] == 12
+    assert set(info["versions"]) >= {"inferserve", "torch", "transformers"}
+    assert info["versions"]["torch"].startswith("2.")
+    assert info["uptime_s"] > 0
+
+
+def test_timing_headers_are_consistent(observed_server: ServerProcess) -> None:
+    for status, headers, total_ms in asyncio.run(_post_many(observed_server.url + "/", 12)):
+        assert status == 200
+        queue_ms = float(headers["X-Queue-Time-Ms"])
+        compute_ms = float(headers["X-Compute-Time-Ms"])
+        assert queue_ms >= 0 and compute_ms > 0
+        assert queue_ms + compute_ms <= total_ms
+        assert 1 <= int(headers["X-Batch-Size"]) <= MAX_BATCH
+        assert headers["X-Request-Id"]
+
+
+def test_json_logs_have_one_object_per_request(observed_server: ServerProcess) -> None:
+    response = observed_server.post_json({"inputs": "log me [MASK]"}, headers={"X-Request-Id": "log-check-1"})
+    assert response.status == 200
+    time.sleep(0.2)
+    records = [json.loads(line) for line in observed_server.log().splitlines() if line.startswith("{")]
+    access = [r for r in records if r.get("request_id") == "log-check-1"]
+    assert len(access) == 1
+    assert access[0]["status"] == 200 and access[0]["path"] == "/"
+    assert access[0]["batch_size"] >= 1 and access[0]["latency_ms"] > 0
+    # start-up steps are logged with their durations
+    messages = " ".join(r["message"] for r in records)
+    assert "loaded" in messages and "warm-up" in messages
