@@ -150,11 +150,12 @@ class WorkerSupervisor:
         self._pending[request_id] = future
         channel = self._channel
         try:
-            channel.send(InferRequest(request_id, inputs, params, single, deadline))
+            try:
+                channel.send(InferRequest(request_id, inputs, params, single, deadline))
+            except (OSError, ValueError) as exc:  # the pipe broke under us
+                raise WorkerUnavailable("the worker went away") from exc
             return await asyncio.wait_for(future, timeout=max(0.0, deadline - time.monotonic()))
-        except (OSError, ValueError) as exc:  # the pipe broke under us
-            raise WorkerUnavailable("the worker went away") from exc
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # (a subclass of OSError: keep it apart)
             self._cancel(channel, request_id)
             raise DeadlineExceeded("the request's deadline passed") from exc
         except asyncio.CancelledError:  # the client went away

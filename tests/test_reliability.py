@@ -1,0 +1,145 @@
+"""Never lose a request: overload, deadlines, cancellation, faults, drain, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from helpers import ServerProcess, pid_alive, scrape
+
+# A batch that stays open a long time keeps requests in flight on purpose.
+HOLD = ["--max-batch-delay-ms", "1000", "--batch-wait", "fixed", "--max-batch-size", "64"]
+
+
+async def _post(session: aiohttp.ClientSession, url: str, text: str, **kw) -> tuple[int, dict, float]:
+    started = time.monotonic()
+    async with session.post(url, json={"inputs": text}, **kw) as resp:
+        body = await resp.json()
+        return resp.status, {"body": body, "headers": resp.headers.copy()}, time.monotonic()
+
+
+def test_overload_gets_503_with_retry_after_while_accepted_requests_succeed(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), "--max-queue", "3", *HOLD)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            accepted = [asyncio.create_task(_post(session, server.url + "/", f"ok {i} [MASK]")) for i in range(3)]
+            await asyncio.sleep(0.3)  # the three are now waiting in the worker
+            started = time.monotonic()
+            async with session.post(server.url + "/", json={"inputs": "one too many [MASK]"}) as resp:
+                rejected = (resp.status, resp.headers.get("Retry-After"), await resp.json(), time.monotonic() - started)
+            return await asyncio.gather(*accepted), rejected
+
+    accepted, (status, retry_after, body, elapsed) = asyncio.run(scenario())
+    assert status == 503 and retry_after == "1" and body["type"] == "unavailable"
+    assert elapsed < 0.5  # answered at once, without waiting for the worker
+    assert [s for s, _, _ in accepted] == [200, 200, 200]
+
+
+def test_expired_request_gets_504_and_is_never_computed(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), *HOLD)
+    before = scrape(server)["inferserve_items_computed_total"]
+    started = time.monotonic()
+    response = server.post_json({"inputs": "too late [MASK]"}, headers={"X-Request-Timeout": "0.2"})
+    assert response.status == 504 and response.json()["type"] == "deadline_exceeded"
+    assert time.monotonic() - started < 0.9
+    time.sleep(1.5)  # past the point where its batch would have run
+    assert scrape(server)["inferserve_items_computed_total"] == before
+    assert server.post_json({"inputs": "in time [MASK]"}).status == 200
+
+
+def test_disconnected_client_is_skipped(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), *HOLD)
+    before = scrape(server)
+    body = b'{"inputs": "gone [MASK]"}'
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        time.sleep(0.3)  # queued in the worker, batch not yet due
+    time.sleep(1.5)
+    after = scrape(server)
+    assert after["inferserve_items_computed_total"] == before["inferserve_items_computed_total"]
+    assert after.get('inferserve_requests_total{route="/",status="499"}', 0) == 1
+
+
+def test_bad_item_fails_alone_among_batched_neighbours(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), "--max-batch-delay-ms", "200", "--batch-wait", "fixed")
+    texts = [f"good {i} [MASK]" for i in range(6)] + ["this one has no mask"]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            return await asyncio.gather(*(_post(session, server.url + "/", t) for t in texts))
+
+    results = asyncio.run(scenario())
+    assert [s for s, _, _ in results] == [200] * 6 + [422]
+    reference = server.post_json({"inputs": texts[:6]}).json()
+    for (_, got, _), want in zip(results[:6], reference):
+        assert [r["token"] for r in got["body"]] == [r["token"] for r in want]
+    assert max(int(got["headers"]["X-Batch-Size"]) for _, got, _ in results[:6]) > 1
+
+
+def test_killed_worker_fails_in_flight_fast_and_recovers(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), *HOLD)
+    (worker,) = server.worker_pids()
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            in_flight = [asyncio.create_task(_post(session, server.url + "/", f"x {i} [MASK]")) for i in range(16)]
+            await asyncio.sleep(0.3)
+            killed_at = time.monotonic()
+            os.kill(worker, signal.SIGKILL)
+            return killed_at, await asyncio.gather(*in_flight)
+
+    killed_at, results = asyncio.run(scenario())
+    assert [s for s, _, _ in results] == [503] * 16
+    assert max(done for _, _, done in results) - killed_at < 1.0
+    assert all(r["headers"].get("Retry-After") for _, r, _ in results)
+
+    saw_unready = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = server.get("/ready").status
+        saw_unready |= status == 503
+        if status == 200 and saw_unready:
+            break
+        time.sleep(0.05)
+    assert saw_unready and server.get("/ready").status == 200
+    assert server.post_json({"inputs": "after [MASK]"}).status == 200
+    assert scrape(server)["inferserve_worker_restarts_total"] == 1
+    assert not pid_alive(worker)
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), *HOLD)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            in_flight = [asyncio.create_task(_post(session, server.url + "/", f"drain {i} [MASK]")) for i in range(8)]
+            await asyncio.sleep(0.3)
+            server.process.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*in_flight)
+
+    results = asyncio.run(scenario())
+    assert [s for s, _, _ in results] == [200] * 8
+    assert server.process.wait(30) == 0
+
+
+def test_api_key_is_required_when_set(server_factory, fill_mask_model: Path) -> None:
+    server = server_factory("--model", str(fill_mask_model), "--api-key", "s3cret")
+    denied = server.post_json({"inputs": "a [MASK]"})
+    assert denied.status == 401 and denied.json()["type"] == "unauthorized"
+    wrong = server.post_json({"inputs": "a [MASK]"}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    allowed = server.post_json({"inputs": "a [MASK]"}, headers={"Authorization": "Bearer s3cret"})
+    assert allowed.status == 200
+    assert server.get("/health").status == 200  # probes stay open
+    assert server.get("/metrics").status == 401
