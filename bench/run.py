@@ -1,12 +1,14 @@
 """Benchmark: the server under closed-loop load vs the bare pipeline's limit.
 
-For each model: measure the raw limit (bench/raw_limit.py, its own process),
-start `python -m inferserve` on 127.0.0.1, drive it with bench/loadgen.py
-(its own process) at each concurrency, stop it, and write bench/RESULTS.md.
-Everything in one run, side by side, so the ratios are honest on a noisy box.
+For each model: load the bare pipeline in a helper process
+(bench/raw_limit.py), start `python -m inferserve` on 127.0.0.1, then
+alternate rounds: raw limit and raw single-call latency, then the server
+under bench/loadgen.py (its own process) at each concurrency. Every ratio
+pairs a server figure with the raw figure of its own round, so drift on this
+noisy box cancels out. Writes bench/RESULTS.md.
 
-    python bench/run.py                 # both models, concurrency 1, 8, 64
-    python bench/run.py --models minilm --duration 5
+    python bench/run.py                  # both models, concurrency 1, 8, 64
+    python bench/run.py --models minilm --rounds 1 --seconds 4
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +44,7 @@ MODELS = {
         "task": "feature-extraction",
         "text": "the quick brown fox number {i} jumps over the lazy dog near the river bank",
         "build": False,
+        "single_calls": 150,
     },
     "bert-base": {
         "title": "bert-base-shaped fill-mask (12 x 768, random weights)",
@@ -48,6 +52,7 @@ MODELS = {
         "task": "fill-mask",
         "text": "the quick brown fox number {i} jumps over the [MASK] dog near the river bank",
         "build": True,
+        "single_calls": 40,
     },
 }
 
@@ -62,6 +67,30 @@ def json_line(command: list[str]) -> dict:
     out = subprocess.run(command, check=True, capture_output=True, text=True,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+class RawHelper:
+    """bench/raw_limit.py kept alive, so raw and server rounds can alternate."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        self._read()  # {"ready": true} once the model is loaded
+
+    def ask(self, command: str):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def _read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("raw_limit.py exited")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
 
 
 def start_server(model: str, task: str, port: int, extra: list[str], log: Path) -> subprocess.Popen:
@@ -83,6 +112,12 @@ def start_server(model: str, task: str, port: int, extra: list[str], log: Path) 
     raise TimeoutError("server not ready")
 
 
+def load(port: int, bodies: Path, concurrency: int, seconds: float, warmup: float) -> dict:
+    return json_line([sys.executable, str(HERE / "loadgen.py"), "--url", f"http://127.0.0.1:{port}/",
+                      "--bodies", str(bodies), "--concurrency", str(concurrency),
+                      "--duration", str(seconds), "--warmup", str(warmup)])
+
+
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     spec = MODELS[name]
     model = spec["path"]()
@@ -93,61 +128,99 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     bodies_file.write_text(json.dumps([json.dumps({"inputs": t}) for t in texts]))
 
     raw_cmd = [sys.executable, str(HERE / "raw_limit.py"), "--model", model, "--task", spec["task"],
-               "--texts", str(texts_file), "--seconds", str(args.raw_seconds)]
+               "--texts", str(texts_file)]
     if spec["build"]:
         raw_cmd.append("--build-bert-base")
-    print(f"[{name}] measuring the raw pipeline limit ...", flush=True)
-    raw = json_line(raw_cmd)
-    print(f"[{name}] raw: {raw}", flush=True)
+    print(f"[{name}] loading the raw pipeline ...", flush=True)
+    raw = RawHelper(raw_cmd)
+    sweep = {int(b): v for b, v in raw.ask(f"sweep {args.sweep_seconds}").items()}
+    best = max(sweep, key=sweep.get)
+    print(f"[{name}] raw sweep (items/s by batch size): {sweep}", flush=True)
 
     port = free_port()
-    server = start_server(model, spec["task"], port, args.server_args, OUT / f"{name}-server.log")
+    # The server batches at most as many inputs as the raw pipeline's best
+    # batch size, unless the command line says otherwise.
+    server_args = list(args.server_args)
+    if "--max-batch-size" not in server_args:
+        server_args += ["--max-batch-size", str(best)]
+    server = start_server(model, spec["task"], port, server_args, OUT / f"{name}-server.log")
+    rounds: list[dict] = []
     try:
-        runs = []
-        for concurrency in args.concurrency:
-            result = json_line([sys.executable, str(HERE / "loadgen.py"), "--url", f"http://127.0.0.1:{port}/",
-                                "--bodies", str(bodies_file), "--concurrency", str(concurrency),
-                                "--duration", str(args.duration), "--warmup", str(args.warmup)])
-            result["ratio_to_limit"] = result["rps"] / raw["limit_items_per_s"]
-            print(f"[{name}] c={concurrency}: {result}", flush=True)
-            runs.append(result)
+        for r in range(args.rounds):
+            # Each server figure is paired with a raw figure taken just before it.
+            limit = raw.ask(f"limit {best} {args.seconds}")
+            single_ms = raw.ask(f"single {spec['single_calls']}")
+            runs = {c: load(port, bodies_file, c, args.seconds, args.warmup) for c in args.concurrency}
+            rounds.append({"limit": limit, "single_ms": single_ms, "runs": runs})
+            print(f"[{name}] round {r + 1}: limit {limit:.1f}/s, single {single_ms:.2f} ms, "
+                  + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items()),
+                  flush=True)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
-    return {"name": name, "title": spec["title"], "raw": raw, "runs": runs}
+        raw.close()
+    return {"name": name, "title": spec["title"], "sweep": sweep, "best_batch": best, "rounds": rounds,
+            "server_args": server_args}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summarize(result: dict, concurrency: int) -> dict:
+    rounds = result["rounds"]
+    runs = [r["runs"][concurrency] for r in rounds]
+    return {
+        "rps": median([x["rps"] for x in runs]),
+        "ratio": median([x["rps"] / r["limit"] for x, r in zip(runs, rounds)]),
+        "ratios": [x["rps"] / r["limit"] for x, r in zip(runs, rounds)],
+        "p50_ms": median([x["p50_ms"] for x in runs]),
+        "p99_ms": median([x["p99_ms"] for x in runs]),
+        "p50_minus_single": median([x["p50_ms"] - r["single_ms"] for x, r in zip(runs, rounds)]),
+        "mean_batch": median([x["mean_batch"] for x in runs]),
+        "non_200": sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs),
+    }
 
 
 def write_results(results: list[dict], args: argparse.Namespace) -> None:
     lines = [
         "# Benchmark results",
         "",
-        f"Run by `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip() + f" on {time.strftime('%Y-%m-%d')}, "
-        f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, no GPU. "
-        "Server, load generator and the raw-limit process share these cores; each figure "
-        "comes from the same run as the limit it is compared with.",
+        f"`python bench/run.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + f" on {time.strftime('%Y-%m-%d')}: "
+        f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Server, load generator "
+        "(bench/loadgen.py, an aiohttp client in its own process) and the raw pipeline process share "
+        "these cores. The box is noisy (the raw limit alone moves by ±15% between runs), so the "
+        f"measurements alternate: {args.rounds} rounds, each taking the raw limit and a raw "
+        f"`pipeline(text)` latency, then the server at each concurrency; every ratio pairs a server "
+        "figure with the raw figure of its own round, and the tables give medians over rounds.",
         "",
-        f"Server flags: `{' '.join(args.server_args) or '(defaults)'}`; closed-loop load for "
-        f"{args.duration:g}s per concurrency after {args.warmup:g}s warm-up; single-input JSON requests.",
+        "Server flags: defaults, except `--max-batch-size` set to the raw pipeline's best batch "
+        "size from the sweep (so both sides batch alike); closed-loop load, "
+        f"{args.seconds:g} s per measurement after {args.warmup:g} s warm-up; single-input JSON requests.",
         "",
     ]
     for r in results:
-        raw = r["raw"]
+        limits = [x["limit"] for x in r["rounds"]]
+        singles = [x["single_ms"] for x in r["rounds"]]
         lines += [
             f"## {r['title']}",
             "",
-            "Raw limit, `pipeline(texts, batch_size=b)` in one process: "
-            + ", ".join(f"b={b}: {v:.1f}/s" for b, v in raw["items_per_s"].items())
-            + f" → limit **{raw['limit_items_per_s']:.1f} items/s** (b={raw['best_batch']}); "
-            f"one `pipeline(text)` call: p50 **{raw['single_p50_ms']:.2f} ms**.",
+            "Raw `pipeline(texts, batch_size=b)` sweep: "
+            + ", ".join(f"b={b}: {v:.1f}/s" for b, v in r["sweep"].items())
+            + f". Limit at b={r['best_batch']} per round: "
+            + ", ".join(f"{v:.1f}" for v in limits) + " items/s; "
+            + "one `pipeline(text)` call, p50 per round: " + ", ".join(f"{v:.2f}" for v in singles) + " ms. "
+            + f"Server flags: `{' '.join(r['server_args'])}`.",
             "",
-            "| concurrency | requests/s | ratio to limit | p50 ms | p99 ms | p50 − raw call ms | mean batch | non-200 |",
+            "| concurrency | requests/s | ratio to limit (per round) | p50 ms | p99 ms | p50 − raw call ms | mean batch | non-200 |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for run in r["runs"]:
-            bad = sum(v for k, v in run["statuses"].items() if str(k) != "200")
+        for c in args.concurrency:
+            s = summarize(r, c)
+            per_round = ", ".join(f"{x:.0%}" for x in s["ratios"])
             lines.append(
-                f"| {run['concurrency']} | {run['rps']:.1f} | {run['ratio_to_limit']:.1%} | {run['p50_ms']:.2f} | "
-                f"{run['p99_ms']:.2f} | {run['p50_ms'] - raw['single_p50_ms']:+.2f} | {run['mean_batch']:.1f} | {bad} |"
+                f"| {c} | {s['rps']:.1f} | **{s['ratio']:.1%}** ({per_round}) | {s['p50_ms']:.2f} | "
+                f"{s['p99_ms']:.2f} | {s['p50_minus_single']:+.2f} | {s['mean_batch']:.1f} | {s['non_200']} |"
             )
         lines.append("")
     (HERE / "RESULTS.md").write_text("\n".join(lines))
@@ -157,9 +230,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=sorted(MODELS))
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 64])
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--raw-seconds", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=3, help="alternating raw/server rounds")
+    p.add_argument("--seconds", type=float, default=6.0, help="length of each measurement")
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--sweep-seconds", type=float, default=3.0, help="per batch size, to pick the best")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     p.add_argument("server_args", nargs="*", help="extra inferserve flags, after --")
     args = p.parse_args()

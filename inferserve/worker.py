@@ -1,9 +1,11 @@
 """The worker process: load the model once, batch requests, run, reply.
 
-Two threads share one Batcher. The intake thread drains the pipe, validates
-parameters, tokenizes (so tokenization overlaps the model) and queues one
-WorkItem per input. The model thread blocks in ``Batcher.next_batch`` and
-runs whatever batch is due. Knows nothing of HTTP.
+Three threads. The intake thread drains the pipe, validates parameters,
+tokenizes (so tokenization overlaps the model) and queues one WorkItem per
+input in the Batcher. The model thread blocks in ``Batcher.next_batch`` and
+runs whatever batch is due. The reply thread JSON-encodes finished requests
+and sends them, so the model thread is already on its next batch.
+Knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -182,12 +185,25 @@ class Worker:
             max_tokens=policy.max_batch_tokens,
             adaptive_wait=policy.adaptive_wait,
         )
+        # Finished requests, handed from the model thread to the reply thread.
+        self._finished: queue.SimpleQueue[_RequestState | None] = queue.SimpleQueue()
 
     def serve(self) -> None:
         intake = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
         intake.start()
+        replies = threading.Thread(target=self._reply_loop, name="replies", daemon=True)
+        replies.start()
         while (batch := self._batcher.next_batch()) is not None:
             self._run_batch(batch)
+        self._finished.put(None)  # after the last batch: flush the replies, then exit
+        replies.join()
+
+    # ---- reply thread ------------------------------------------------------
+
+    def _reply_loop(self) -> None:
+        """Encode and send finished requests while the model runs the next batch."""
+        while (state := self._finished.get()) is not None:
+            self._channel.send(self._encode(state))
 
     # ---- intake thread -----------------------------------------------------
 
@@ -277,7 +293,7 @@ class Worker:
                 continue
             state = self._tracker.complete(item, output, len(items), started, compute_ms)
             if state is not None:
-                self._send(self._encode(state))
+                self._finished.put(state)
 
     def _encode(self, state: _RequestState) -> InferResult:
         request = state.request
