@@ -17,6 +17,7 @@ from .config import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH_DELAY_MS,
     DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MODEL_NAME,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INPUTS,
     DEFAULT_MAX_QUEUE,
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--model", default=None,
                        help="local model directory or hub name; default: the embedded all-MiniLM-L6-v2")
+    model.add_argument("--served-model-name", default=None,
+                       help="the model name /v1/embeddings reports; default: the model directory's name")
     model.add_argument("--task", default=None,
                        help="pipeline task (fill-mask, feature-extraction, ...); default: from the model's config")
     model.add_argument("--device", default="auto",
@@ -90,9 +93,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch_delay_ms < 0:
         raise SystemExit("--max-batch-delay-ms must not be negative")
+    model = args.model or default_model_path()
+    served_name = args.served_model_name or (
+        os.path.basename(model.rstrip("/")) if args.model else DEFAULT_MODEL_NAME
+    )
     return ServerConfig(
+        served_model_name=served_name,
         model=ModelSpec(
-            model=args.model or default_model_path(),
+            model=model,
             task=args.task,
             device=args.device,
             num_threads=args.num_threads,

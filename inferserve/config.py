@@ -56,6 +56,10 @@ class ServerConfig:
     debug: bool = False
     log_level: str = "info"
     log_format: str = "text"  # or "json": one JSON object per line
+    served_model_name: str = ""  # the "model" OpenAI clients see; default: the model's name
+
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_model_path() -> str:

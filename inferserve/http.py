@@ -14,16 +14,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from . import __version__
 from .config import ServerConfig
-from .ipc import InferResult, Outcome
+from .ipc import EmbedOptions, Outcome, RequestKind
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
-from .payload import InferencePayload, PayloadError, parse_inference_body
+from .payload import (
+    PayloadError,
+    is_json,
+    parse_embed_body,
+    parse_inference_body,
+    parse_openai_embeddings_body,
+)
 from .supervisor import DeadlineExceeded, InferenceBackend, WorkerSupervisor, WorkerUnavailable
 
 log = logging.getLogger("inferserve")
@@ -71,6 +78,7 @@ METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """Our error shape: {"error": message, "type": kind}."""
     body = orjson.dumps({"error": message, "type": kind})
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
@@ -176,9 +184,11 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "model": worker.model if worker else config.model.model,
+            "served_model_name": config.served_model_name,
             "task": worker.task if worker else config.model.task,
             "device": worker.device if worker else config.model.device,
             "dtype": worker.dtype if worker else None,
+            "embedding_dimension": worker.embedding_dimension if worker else None,
             "ready": backend.ready,
             "max_batch_size": config.batch.max_batch_size,
             "max_batch_delay_ms": config.batch.max_batch_delay_ms,
@@ -195,54 +205,110 @@ async def info(request: web.Request) -> web.Response:
     )
 
 
+@dataclass(frozen=True)
+class ModelCall:
+    """What one HTTP request asks of the worker."""
+
+    inputs: tuple[Any, ...]
+    params: dict[str, Any]
+    single: bool
+    kind: RequestKind = RequestKind.PIPELINE
+    embed: EmbedOptions | None = None
+
+
+ErrorFactory = Callable[[int, str, str, dict[str, str]], web.Response]
+# Turns a body into a ModelCall (or raises PayloadError); runs off the loop for large bodies.
+Parser = Callable[[bytes, str, ServerConfig, InferenceBackend], ModelCall]
+
+
+def _parse_pipeline(body: bytes, content_type: str, config: ServerConfig, backend: InferenceBackend) -> ModelCall:
+    payload = parse_inference_body(body, content_type, config.max_inputs)
+    return ModelCall(payload.inputs, payload.parameters, payload.single)
+
+
+def _require_json(content_type: str) -> None:
+    if not is_json(content_type):
+        raise PayloadError(415, "unsupported_media_type", "send application/json")
+
+
+def _parse_embed(body: bytes, content_type: str, config: ServerConfig, backend: InferenceBackend) -> ModelCall:
+    _require_json(content_type)
+    inputs, options = parse_embed_body(body, config.max_inputs)
+    return ModelCall(inputs, {}, False, RequestKind.EMBED, options)
+
+
+def _parse_openai(body: bytes, content_type: str, config: ServerConfig, backend: InferenceBackend) -> ModelCall:
+    _require_json(content_type)
+    inputs, options = parse_openai_embeddings_body(body, config.max_inputs, config.served_model_name)
+    return ModelCall(inputs, {}, False, RequestKind.EMBED, options)
+
+
+def openai_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """OpenAI's error shape, for the /v1 routes."""
+    error_type = "invalid_request_error" if status < 500 else "server_error"
+    body = orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": kind}})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
 async def infer(request: web.Request) -> web.Response:
+    return await _serve(request, _parse_pipeline, error_response)
+
+
+async def embed(request: web.Request) -> web.Response:
+    return await _serve(request, _parse_embed, error_response, embeddings=True)
+
+
+async def openai_embeddings(request: web.Request) -> web.Response:
+    return await _serve(request, _parse_openai, openai_error, embeddings=True)
+
+
+async def _serve(request: web.Request, parse: Parser, error: ErrorFactory, embeddings: bool = False) -> web.Response:
+    """Admission, parsing, the worker round trip, and the HTTP answer."""
     config = request.app[CONFIG_KEY]
     backend = request.app[BACKEND_KEY]
     headers = {"X-Request-Id": _request_id(request)}
+    retry = {**headers, "Retry-After": _RETRY_AFTER_S}
     if request.app[STATE_KEY].draining:
-        return unavailable("the server is shutting down", headers)
+        return error(503, "unavailable", "the server is shutting down", retry)
     if not backend.ready:
-        return unavailable("the model is not ready", headers)
+        return error(503, "unavailable", "the model is not ready", retry)
+    if embeddings and backend.info is not None and backend.info.embedding_dimension is None:
+        return error(400, "not_supported", f"this model ({backend.info.task}) does not produce sentence embeddings", headers)
     if backend.in_flight >= config.max_queue:
-        return unavailable("the server is overloaded; retry later", headers)
+        return error(503, "unavailable", "the server is overloaded; retry later", retry)
     try:
         timeout = _timeout(request, config)
-        payload = await _read_payload(request, config)
+        call = await _read_call(request, config, backend, parse)
     except PayloadError as exc:
-        return error_response(exc.status, exc.kind, exc.message, headers)
+        return error(exc.status, exc.kind, exc.message, headers)
     deadline = time.monotonic() + timeout
     try:
-        result = await backend.infer(payload.inputs, payload.parameters, payload.single, deadline)
+        result = await backend.infer(call.inputs, call.params, call.single, deadline, call.kind, call.embed)
     except WorkerUnavailable as exc:
-        return unavailable(str(exc), headers)
+        return error(503, "unavailable", str(exc), retry)
     except DeadlineExceeded:
-        return error_response(504, "deadline_exceeded", f"no answer within {timeout:g}s", headers)
-    return _to_response(result, headers, request.app[METRICS_KEY])
-
-
-def _to_response(result: InferResult, headers: dict[str, str], metrics: ServerMetrics) -> web.Response:
+        return error(504, "deadline_exceeded", f"no answer within {timeout:g}s", headers)
     headers["X-Batch-Size"] = str(result.batch_size)
-    if result.outcome is Outcome.OK:
-        metrics.queue_wait.observe(result.queue_ms / 1000.0)
-        headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
-        headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
-        return web.Response(body=result.body, content_type="application/json", headers=headers)
-    status, kind = _OUTCOME_STATUS[result.outcome]
-    return error_response(status, kind, result.message, headers)
+    if result.outcome is not Outcome.OK:
+        status, kind = _OUTCOME_STATUS[result.outcome]
+        return error(status, kind, result.message, headers)
+    request.app[METRICS_KEY].queue_wait.observe(result.queue_ms / 1000.0)
+    headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
+    headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
+    return web.Response(body=result.body, content_type="application/json", headers=headers)
 
 
-async def _read_payload(request: web.Request, config: ServerConfig) -> InferencePayload:
+async def _read_call(request: web.Request, config: ServerConfig, backend: InferenceBackend, parse: Parser) -> ModelCall:
     if request.content_length is not None and request.content_length > config.max_body_bytes:
         raise _too_large(config)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked body over the limit
         raise _too_large(config) from exc
-    content_type = request.content_type
     if len(body) <= _INLINE_PARSE_BYTES:
-        return parse_inference_body(body, content_type, config.max_inputs)
+        return parse(body, request.content_type, config, backend)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, parse_inference_body, body, content_type, config.max_inputs)
+    return await loop.run_in_executor(None, parse, body, request.content_type, config, backend)
 
 
 def _too_large(config: ServerConfig) -> PayloadError:
@@ -288,6 +354,8 @@ def create_app(config: ServerConfig, backend: InferenceBackend | None = None) ->
     else:
         app.cleanup_ctx.append(_worker_lifecycle)
     app.router.add_post("/", infer)
+    app.router.add_post("/embed", embed)
+    app.router.add_post("/v1/embeddings", openai_embeddings)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/info", info)

@@ -27,6 +27,20 @@ class Outcome(enum.Enum):
     INTERNAL = "internal"  # our bug or a device failure
 
 
+class RequestKind(enum.Enum):
+    PIPELINE = "pipeline"  # the transformers pipeline's own output
+    EMBED = "embed"  # one pooled sentence embedding per input
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOptions:
+    normalize: bool | None = None  # None: as the model's config says
+    dimensions: int | None = None  # keep the first N dimensions
+    response: str = "tei"  # "tei" (list of vectors) or "openai"
+    encoding_format: str = "float"  # openai: "float" or "base64"
+    model_name: str = ""  # openai: echoed as "model"
+
+
 # ---- front-end -> worker -------------------------------------------------
 
 
@@ -40,6 +54,8 @@ class InferRequest:
     # Absolute time.monotonic() deadline; CLOCK_MONOTONIC is shared by all
     # processes on the host, so both sides read the same clock.
     deadline: float
+    kind: RequestKind = RequestKind.PIPELINE
+    embed: EmbedOptions | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +101,7 @@ class WorkerReady:
     dtype: str
     load_seconds: float
     load_steps: dict[str, float] = field(default_factory=dict)
+    embedding_dimension: int | None = None  # set when the model serves /embed
 
 
 @dataclass(frozen=True, slots=True)

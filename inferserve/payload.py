@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from .ipc import EmbedOptions
+
 # Content types whose body is taken verbatim as one text input. curl -d sends
 # application/x-www-form-urlencoded; the classic Starlette example read the
 # raw body whatever the type, so an absent type is text as well.
@@ -65,13 +67,18 @@ def _decode_text(body: bytes) -> str:
     return text
 
 
-def _parse_json(body: bytes, max_inputs: int) -> InferencePayload:
+def _json_object(body: bytes, example: str) -> dict[str, Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(400, "invalid_json", f"malformed JSON: {exc.msg}") from exc
     if not isinstance(document, dict):
-        raise PayloadError(400, "invalid_request", 'expected a JSON object like {"inputs": ...}')
+        raise PayloadError(400, "invalid_request", f"expected a JSON object like {example}")
+    return document
+
+
+def _parse_json(body: bytes, max_inputs: int) -> InferencePayload:
+    document = _json_object(body, '{"inputs": ...}')
     if "inputs" not in document:
         raise PayloadError(400, "missing_inputs", 'the JSON object has no "inputs" field')
     parameters = document.get("parameters")
@@ -79,19 +86,78 @@ def _parse_json(body: bytes, max_inputs: int) -> InferencePayload:
         parameters = {}
     elif not isinstance(parameters, dict):
         raise PayloadError(400, "invalid_parameters", '"parameters" must be a JSON object')
-    raw_inputs = document["inputs"]
-    if isinstance(raw_inputs, list):
-        if not raw_inputs:
-            raise PayloadError(400, "empty_input", '"inputs" is an empty list')
-        if len(raw_inputs) > max_inputs:
-            raise PayloadError(
-                413, "too_many_inputs", f'"inputs" has {len(raw_inputs)} items; the limit is {max_inputs}'
-            )
-        for index, value in enumerate(raw_inputs):
-            _check_input(value, f"inputs[{index}]")
-        return InferencePayload(inputs=tuple(raw_inputs), parameters=parameters, single=False)
-    _check_input(raw_inputs, "inputs")
-    return InferencePayload(inputs=(raw_inputs,), parameters=parameters, single=True)
+    inputs, single = _inputs(document["inputs"], "inputs", max_inputs, _check_input)
+    return InferencePayload(inputs=inputs, parameters=parameters, single=single)
+
+
+def _inputs(raw: Any, field: str, max_inputs: int, check: Any) -> tuple[tuple[Any, ...], bool]:
+    """(inputs, single): one input, or a non-empty list of at most max_inputs."""
+    if isinstance(raw, list):
+        if not raw:
+            raise PayloadError(400, "empty_input", f'"{field}" is an empty list')
+        if len(raw) > max_inputs:
+            raise PayloadError(413, "too_many_inputs", f'"{field}" has {len(raw)} items; the limit is {max_inputs}')
+        for index, value in enumerate(raw):
+            check(value, f"{field}[{index}]")
+        return tuple(raw), False
+    check(raw, field)
+    return (raw,), True
+
+
+def parse_embed_body(body: bytes, max_inputs: int) -> tuple[tuple[Any, ...], EmbedOptions]:
+    """``POST /embed``: {"inputs": str | [str], "normalize": bool} (TEI's shape)."""
+    document = _json_object(body, '{"inputs": ...}')
+    if "inputs" not in document:
+        raise PayloadError(400, "missing_inputs", 'the JSON object has no "inputs" field')
+    inputs, _ = _inputs(document["inputs"], "inputs", max_inputs, _check_text)
+    normalize = document.get("normalize")
+    if normalize is not None and not isinstance(normalize, bool):
+        raise PayloadError(400, "invalid_parameters", '"normalize" must be true or false')
+    return inputs, EmbedOptions(normalize=normalize, response="tei")
+
+
+def parse_openai_embeddings_body(body: bytes, max_inputs: int, served_model: str) -> tuple[tuple[Any, ...], EmbedOptions]:
+    """``POST /v1/embeddings``: OpenAI's request (input: str, [str], [int] or [[int]])."""
+    document = _json_object(body, '{"input": ..., "model": ...}')
+    if "input" not in document:
+        raise PayloadError(400, "missing_inputs", 'the JSON object has no "input" field')
+    raw = document["input"]
+    if isinstance(raw, list) and raw and all(_is_token_id(t) for t in raw):
+        raw = [raw]  # one input given as token ids
+    inputs, _ = _inputs(raw, "input", max_inputs, _check_text_or_tokens)
+    encoding_format = document.get("encoding_format") or "float"
+    if encoding_format not in ("float", "base64"):
+        raise PayloadError(400, "invalid_parameters", '"encoding_format" must be "float" or "base64"')
+    dimensions = document.get("dimensions")
+    if dimensions is not None and (not _is_token_id(dimensions) or dimensions < 1):
+        raise PayloadError(400, "invalid_parameters", '"dimensions" must be a positive integer')
+    model = document.get("model")
+    if model is not None and not isinstance(model, str):
+        raise PayloadError(400, "invalid_parameters", '"model" must be a string')
+    return inputs, EmbedOptions(
+        dimensions=dimensions,
+        response="openai",
+        encoding_format=encoding_format,
+        model_name=model or served_model,
+    )
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_text(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError(400, "invalid_input" if not isinstance(value, str) else "empty_input",
+                           f"{where} must be a non-empty string")
+
+
+def _check_text_or_tokens(value: Any, where: str) -> None:
+    if isinstance(value, list):
+        if not value or not all(_is_token_id(t) for t in value):
+            raise PayloadError(400, "invalid_input", f"{where} must be a string or a non-empty list of token ids")
+        return
+    _check_text(value, where)
 
 
 def _check_input(value: Any, where: str) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -118,17 +118,7 @@ class BatchRunner:
 
     def run(self, batch: list[Prepared], params: PipelineParams) -> list[Any]:
         """One output per item, or the exception that item raised."""
-        try:
-            return self._run_once(batch, params)
-        except Exception as exc:  # noqa: BLE001 - isolate, then report per item
-            if len(batch) == 1:
-                return [exc]
-            if _is_out_of_memory(exc):
-                log.warning("out of memory on a batch of %d: halving it", len(batch))
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            mid = len(batch) // 2
-            return self.run(batch[:mid], params) + self.run(batch[mid:], params)
+        return run_isolated(batch, lambda part: self._run_once(part, params))
 
     def _run_once(self, batch: list[Prepared], params: PipelineParams) -> list[Any]:
         if self._staged:
@@ -220,6 +210,25 @@ class BatchRunner:
         for result in self.run([prepared, prepared], params):
             if isinstance(result, Exception):
                 raise result
+
+
+def run_isolated(batch: list[Prepared], compute: Callable[[list[Prepared]], list[Any]]) -> list[Any]:
+    """``compute(batch)``, bisecting on failure so only guilty items fail.
+
+    Returns one output per item, or the exception that item raised alone.
+    An out-of-memory error is handled the same way: halves are smaller.
+    """
+    try:
+        return compute(batch)
+    except Exception as exc:  # noqa: BLE001 - isolate, then report per item
+        if len(batch) == 1:
+            return [exc]
+        if _is_out_of_memory(exc):
+            log.warning("out of memory on a batch of %d: halving it", len(batch))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        mid = len(batch) // 2
+        return run_isolated(batch[:mid], compute) + run_isolated(batch[mid:], compute)
 
 
 def _max_tokens(pipe: Any) -> int | None:

@@ -23,9 +23,11 @@ from .ipc import (
     BatchReport,
     CancelRequest,
     Channel,
+    EmbedOptions,
     FromWorker,
     InferRequest,
     InferResult,
+    RequestKind,
     StopWorker,
     WorkerFailed,
     WorkerReady,
@@ -60,7 +62,8 @@ class InferenceBackend(Protocol):
     def info(self) -> WorkerReady | None: ...
 
     async def infer(
-        self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float
+        self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float,
+        kind: RequestKind = RequestKind.PIPELINE, embed: EmbedOptions | None = None,
     ) -> InferResult: ...
 
 
@@ -140,7 +143,8 @@ class WorkerSupervisor:
     # ---- requests ----------------------------------------------------------
 
     async def infer(
-        self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float
+        self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float,
+        kind: RequestKind = RequestKind.PIPELINE, embed: EmbedOptions | None = None,
     ) -> InferResult:
         if not self._ready or self._channel is None:
             raise WorkerUnavailable("the model is not ready")
@@ -151,7 +155,7 @@ class WorkerSupervisor:
         channel = self._channel
         try:
             try:
-                channel.send(InferRequest(request_id, inputs, params, single, deadline))
+                channel.send(InferRequest(request_id, inputs, params, single, deadline, kind, embed))
             except (OSError, ValueError) as exc:  # the pipe broke under us
                 raise WorkerUnavailable("the worker went away") from exc
             return await asyncio.wait_for(future, timeout=max(0.0, deadline - time.monotonic()))

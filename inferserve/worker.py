@@ -18,20 +18,23 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 from .batching import Batch, Batcher, WorkItem
 from .config import BatchPolicy, ModelSpec
 from .logs import configure_logging
+from .formats import openai_embeddings, tei_embeddings
 from .ipc import (
     BatchReport,
     CancelRequest,
     Channel,
+    EmbedOptions,
     InferRequest,
     InferResult,
     Outcome,
+    RequestKind,
     StopWorker,
     WorkerFailed,
     WorkerReady,
@@ -57,11 +60,19 @@ def worker_main(
 
         started = time.perf_counter()
         loaded = load_model(spec)  # times the torch/transformers import itself
+        from .embeddings import SentenceEmbedder
         from .runner import BatchRunner
 
         runner = BatchRunner(loaded, truncate=spec.truncate)
+        embedder = None
+        if loaded.task == "feature-extraction":
+            embedder = SentenceEmbedder(loaded.pipeline, spec.model, truncate=spec.truncate)
+            log.info("sentence embeddings: %s pooling, normalize=%s, max %d tokens",
+                     embedder.config.mode, embedder.config.normalize, embedder.max_tokens)
         warmup_started = time.perf_counter()
         runner.warmup()
+        if embedder is not None:
+            embedder.embed([embedder.prepare("hello world")] * 2, None, None)
         loaded.steps["warmup"] = time.perf_counter() - warmup_started
         log.info("warm-up batch ran in %.2fs", loaded.steps["warmup"])
     except Exception as exc:  # noqa: BLE001 - report any load failure, then exit
@@ -69,7 +80,7 @@ def worker_main(
         channel.send(WorkerFailed(message=str(exc)[:_MAX_ERROR_MESSAGE]))
         channel.close()
         return
-    worker = Worker(channel, runner, policy)
+    worker = Worker(channel, runner, policy, embedder)
     channel.send(
         WorkerReady(
             model=spec.model,
@@ -78,6 +89,7 @@ def worker_main(
             dtype=loaded.dtype,
             load_seconds=time.perf_counter() - started,
             load_steps=dict(loaded.steps),
+            embedding_dimension=embedder.dimension if embedder is not None else None,
         )
     )
     worker.serve()
@@ -102,6 +114,7 @@ class _RequestState:
     arrival: float
     outputs: list[Any]
     remaining: int
+    tokens: int = 0
     batch_size: int = 0
     first_start: float | None = None
     compute_ms: float = 0.0
@@ -118,13 +131,14 @@ class RequestTracker:
         self._lock = threading.Lock()
         self._states: dict[int, _RequestState] = {}
 
-    def add(self, request: InferRequest, params: Any, arrival: float) -> None:
+    def add(self, request: InferRequest, params: Any, arrival: float, tokens: int) -> None:
         state = _RequestState(
             request=request,
             params=params,
             arrival=arrival,
             outputs=[None] * len(request.inputs),
             remaining=len(request.inputs),
+            tokens=tokens,
         )
         with self._lock:
             self._states[request.request_id] = state
@@ -175,9 +189,10 @@ class RequestTracker:
 
 
 class Worker:
-    def __init__(self, channel: Channel, runner: Any, policy: BatchPolicy) -> None:
+    def __init__(self, channel: Channel, runner: Any, policy: BatchPolicy, embedder: Any = None) -> None:
         self._channel = channel
         self._runner = runner
+        self._embedder = embedder  # SentenceEmbedder for feature-extraction models, else None
         self._tracker = RequestTracker()
         self._batcher = Batcher(
             max_size=policy.max_batch_size,
@@ -229,11 +244,11 @@ class Worker:
 
         arrival = time.monotonic()
         try:
-            params = self._runner.parse_params(request.params)
+            params, prepare = self._plan(request)
             prepared = []
             for index, value in enumerate(request.inputs):
                 try:
-                    prepared.append(self._runner.prepare(value, params))
+                    prepared.append(prepare(value))
                 except InputRejected as exc:
                     where = "" if request.single else f"inputs[{index}]: "
                     raise InputRejected(f"{where}{exc}") from exc
@@ -247,8 +262,11 @@ class Worker:
             log.exception("request %d failed in intake", request.request_id)
             self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
             return
-        group = orjson.dumps(request.params, option=orjson.OPT_SORT_KEYS)
-        self._tracker.add(request, params, arrival)
+        # Only requests computed the same way may share a batch.
+        group = (request.kind, orjson.dumps(request.params, option=orjson.OPT_SORT_KEYS),
+                 request.embed.normalize if request.embed else None,
+                 request.embed.dimensions if request.embed else None)
+        self._tracker.add(request, params, arrival, tokens=sum(item.tokens for item in prepared))
         for index, item in enumerate(prepared):
             self._batcher.put(
                 WorkItem(
@@ -261,6 +279,20 @@ class Worker:
                     payload=item,
                 )
             )
+
+    def _plan(self, request: InferRequest) -> tuple[Any, Callable[[Any], Any]]:
+        """The parameters to batch with, and how to prepare each input."""
+        from .runner import InputRejected, ParametersRejected
+
+        if request.kind is RequestKind.EMBED:
+            if self._embedder is None:
+                raise InputRejected(f"this model ({self._runner.task}) does not produce sentence embeddings")
+            options = request.embed or EmbedOptions()
+            if options.dimensions is not None and not 1 <= options.dimensions <= self._embedder.dimension:
+                raise ParametersRejected(f"dimensions must be between 1 and {self._embedder.dimension}")
+            return options, self._embedder.prepare
+        params = self._runner.parse_params(request.params)
+        return params, lambda value: self._runner.prepare(value, params)
 
     def _reply_error(self, request_id: int, outcome: Outcome, message: str) -> None:
         self._channel.send(
@@ -279,8 +311,16 @@ class Worker:
         if not items:
             return
         params = self._tracker.params_of(items[0].request_id)
+        payloads = [item.payload for item in items]
         started = time.monotonic()
-        outputs = self._runner.run([item.payload for item in items], params)
+        if isinstance(params, EmbedOptions):
+            from .runner import run_isolated
+
+            outputs = run_isolated(
+                payloads, lambda part: self._embedder.embed(part, params.normalize, params.dimensions)
+            )
+        else:
+            outputs = self._runner.run(payloads, params)
         compute_ms = (time.monotonic() - started) * 1000.0
         padded = len(items) * max(item.tokens for item in items)
         self._channel.send(BatchReport(size=len(items), padded_tokens=padded, compute_ms=compute_ms))
@@ -298,15 +338,7 @@ class Worker:
     def _encode(self, state: _RequestState) -> InferResult:
         request = state.request
         try:
-            outputs = [
-                self._runner.finalize(out, value, state.params)
-                for out, value in zip(state.outputs, request.inputs)
-            ]
-            body = orjson.dumps(
-                outputs[0] if request.single else outputs,
-                default=_to_jsonable,
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )
+            body = self._body(state)
         except (TypeError, orjson.JSONEncodeError) as exc:
             log.exception("cannot encode the output of request %d", request.request_id)
             return InferResult(request.request_id, Outcome.INTERNAL, message=f"cannot encode output: {exc}")
@@ -318,6 +350,23 @@ class Worker:
             batch_size=state.batch_size,
             queue_ms=queue_ms,
             compute_ms=state.compute_ms,
+        )
+
+    def _body(self, state: _RequestState) -> bytes:
+        request = state.request
+        options = state.params
+        if isinstance(options, EmbedOptions):
+            if options.response == "openai":
+                return openai_embeddings(state.outputs, options.model_name, state.tokens, options.encoding_format)
+            return tei_embeddings(state.outputs)
+        outputs = [
+            self._runner.finalize(out, value, state.params)
+            for out, value in zip(state.outputs, request.inputs)
+        ]
+        return orjson.dumps(
+            outputs[0] if request.single else outputs,
+            default=_to_jsonable,
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )
 
     def _send(self, result: InferResult | None) -> None:

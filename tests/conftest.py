@@ -46,3 +46,11 @@ def fill_mask_server(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFac
     ).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def default_model_server(tmp_path_factory: pytest.TempPathFactory):
+    """The embedded all-MiniLM-L6-v2, served with no --model (as a newcomer does)."""
+    server = ServerProcess(["--max-batch-size", "8"], tmp_path_factory.mktemp("logs") / "default.log").start()
+    yield server
+    server.stop()
