@@ -139,25 +139,31 @@ class Batcher:
 
     def _take(self, key: Hashable, queue: deque[WorkItem]) -> Batch:
         now = self._clock()
+        expired = [item for item in queue if item.deadline <= now]
+        live = [item for item in queue if item.deadline > now]
         items: list[WorkItem] = []
-        expired: list[WorkItem] = []
-        longest = 0
-        while queue and len(items) < self._max_size:
-            item = queue[0]
-            if item.deadline <= now:
-                expired.append(queue.popleft())
-                continue
-            longest_with = max(longest, item.tokens)
-            over_budget = (
-                self._max_tokens is not None
-                and items
-                and (len(items) + 1) * longest_with > self._max_tokens
-            )
-            if over_budget:
-                break
-            items.append(queue.popleft())
-            longest = longest_with
-        if not queue:
+        if live:
+            # The oldest item always goes (nothing starves); the rest are
+            # chosen by length closest to it, so short inputs are not padded
+            # to a long neighbour's length and the token budget fits more.
+            oldest = live[0]
+            by_similarity = sorted(live[1:], key=lambda item: abs(item.tokens - oldest.tokens))
+            items.append(oldest)
+            longest = oldest.tokens
+            for item in by_similarity:
+                if len(items) == self._max_size:
+                    break
+                longest_with = max(longest, item.tokens)
+                if self._max_tokens is not None and (len(items) + 1) * longest_with > self._max_tokens:
+                    continue  # too long to join this batch; a later one takes it
+                items.append(item)
+                longest = longest_with
+            items.sort(key=lambda item: item.arrival)
+        taken = {id(item) for item in items} | {id(item) for item in expired}
+        remaining = deque(item for item in queue if id(item) not in taken)
+        if remaining:
+            self._groups[key] = remaining
+        else:
             del self._groups[key]
         self._queued -= len(items) + len(expired)
         if items:

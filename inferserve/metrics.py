@@ -10,6 +10,7 @@ from .ipc import BatchReport
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,6 +36,10 @@ class ServerMetrics:
         self.batch_size = Histogram(
             "inferserve_batch_size", "Inputs per model batch", buckets=_BATCH_BUCKETS, registry=r,
         )
+        self.padded_tokens = Histogram(
+            "inferserve_batch_padded_tokens", "Padded tokens (inputs x longest) per model batch",
+            buckets=_TOKEN_BUCKETS, registry=r,
+        )
         self.items_computed = Counter(
             "inferserve_items_computed", "Inputs that went through the model", registry=r,
         )
@@ -58,6 +63,7 @@ class ServerMetrics:
 
     def observe_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(report.size)
+        self.padded_tokens.observe(report.padded_tokens)
         self.items_computed.inc(report.size)
         self.compute.observe(report.compute_ms / 1000.0)
 

@@ -99,11 +99,23 @@ def test_token_budget_bounds_padded_tokens() -> None:
     for i, tokens in enumerate([10, 10, 60, 10]):
         batcher.put(item(i, tokens=tokens))
     first = batcher.next_batch()
-    # 3 x 60 = 180 > 100, so the long one waits for the next batch
-    assert [i.request_id for i in first.items] == [0, 1]
-    assert first.padded_tokens <= 100
+    # 3 x 60 = 180 > 100: the long one waits for the next batch, and the short
+    # one that arrived after it joins this one instead
+    assert [i.request_id for i in first.items] == [0, 1, 3]
+    assert first.padded_tokens == 30
     second = batcher.next_batch()
-    assert second.padded_tokens <= 100
+    assert [i.request_id for i in second.items] == [2]
+
+
+def test_similar_lengths_are_batched_together() -> None:
+    batcher = Batcher(max_size=3, max_delay_s=0.0)
+    for i, tokens in enumerate([50, 5, 48, 6, 52, 4]):
+        batcher.put(item(i, tokens=tokens))
+    first = batcher.next_batch()
+    assert [i.request_id for i in first.items] == [0, 2, 4]  # the oldest, then its length peers
+    second = batcher.next_batch()
+    assert [i.request_id for i in second.items] == [1, 3, 5]
+    assert first.padded_tokens + second.padded_tokens == 3 * 52 + 3 * 6
 
 
 def test_a_single_item_over_budget_still_runs_alone() -> None:

@@ -109,3 +109,25 @@ def test_json_logs_have_one_object_per_request(observed_server: ServerProcess) -
     # start-up steps are logged with their durations
     messages = " ".join(r["message"] for r in records)
     assert "loaded" in messages and "warm-up" in messages
+
+
+def test_token_budget_bounds_every_batch(server_factory, fill_mask_model: Path) -> None:
+    budget = 64
+    server = server_factory("--model", str(fill_mask_model), "--max-batch-size", "16",
+                            "--max-batch-tokens", str(budget), "--max-batch-delay-ms", "100", "--batch-wait", "fixed")
+    long_text = "a rather long input sentence " * 5 + "[MASK]"  # ~30 tokens
+    texts = [long_text if i % 3 == 0 else f"short {i} [MASK]" for i in range(24)]
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+            async def one(text: str):
+                async with session.post(server.url + "/", json={"inputs": text}) as resp:
+                    return resp.status, int(resp.headers["X-Batch-Size"])
+            return await asyncio.gather(*(one(t) for t in texts))
+
+    results = asyncio.run(run())
+    assert all(status == 200 for status, _ in results)
+    samples = scrape(server)
+    batches = samples["inferserve_batch_padded_tokens_count"]
+    assert samples[f'inferserve_batch_padded_tokens_bucket{{le="{budget}.0"}}'] == batches  # none over budget
+    assert max(size for _, size in results) > 2  # short inputs still batch several at a time
