@@ -21,7 +21,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import ServerConfig
-from .ipc import EmbedOptions, Outcome, RequestKind
+from .ipc import EmbedOptions, Outcome, RequestKind, StreamChunk
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .payload import (
@@ -223,7 +223,8 @@ Parser = Callable[[bytes, str, ServerConfig, InferenceBackend], ModelCall]
 
 def _parse_pipeline(body: bytes, content_type: str, config: ServerConfig, backend: InferenceBackend) -> ModelCall:
     payload = parse_inference_body(body, content_type, config.max_inputs)
-    return ModelCall(payload.inputs, payload.parameters, payload.single)
+    kind = RequestKind.STREAM if payload.stream else RequestKind.PIPELINE
+    return ModelCall(payload.inputs, payload.parameters, payload.single, kind)
 
 
 def _require_json(content_type: str) -> None:
@@ -262,7 +263,9 @@ async def openai_embeddings(request: web.Request) -> web.Response:
     return await _serve(request, _parse_openai, openai_error, embeddings=True)
 
 
-async def _serve(request: web.Request, parse: Parser, error: ErrorFactory, embeddings: bool = False) -> web.Response:
+async def _serve(
+    request: web.Request, parse: Parser, error: ErrorFactory, embeddings: bool = False
+) -> web.StreamResponse:
     """Admission, parsing, the worker round trip, and the HTTP answer."""
     config = request.app[CONFIG_KEY]
     backend = request.app[BACKEND_KEY]
@@ -282,6 +285,8 @@ async def _serve(request: web.Request, parse: Parser, error: ErrorFactory, embed
     except PayloadError as exc:
         return error(exc.status, exc.kind, exc.message, headers)
     deadline = time.monotonic() + timeout
+    if call.kind is RequestKind.STREAM:
+        return await _stream(request, backend, call, deadline, headers, error)
     try:
         result = await backend.infer(call.inputs, call.params, call.single, deadline, call.kind, call.embed)
     except WorkerUnavailable as exc:
@@ -296,6 +301,61 @@ async def _serve(request: web.Request, parse: Parser, error: ErrorFactory, embed
     headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
     headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
     return web.Response(body=result.body, content_type="application/json", headers=headers)
+
+
+async def _stream(
+    request: web.Request, backend: InferenceBackend, call: ModelCall, deadline: float,
+    headers: dict[str, str], error: ErrorFactory,
+) -> web.StreamResponse:
+    """Server-Sent Events: one event per generated token, then the full text.
+
+    The response starts with the first token, so an error before it still
+    gets its proper status code; an error after it ends the stream with an
+    ``error`` event.
+    """
+    response: web.StreamResponse | None = None
+    tokens = 0
+    try:
+        async for item in backend.stream(call.inputs[0], call.params, deadline):
+            if isinstance(item, StreamChunk):
+                if response is None:
+                    response = web.StreamResponse(headers={
+                        **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                    })
+                    await response.prepare(request)
+                tokens += 1
+                event = {"index": item.index, "token": {"id": item.token_id, "text": item.text},
+                         "generated_text": None}
+                await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                continue
+            if item.outcome is not Outcome.OK:
+                status, kind = _OUTCOME_STATUS[item.outcome]
+                if response is None:
+                    return error(status, kind, item.message, headers)
+                await response.write(_sse_error(kind, item.message))
+                break
+            output = orjson.loads(item.body)  # small: the final text only
+            text = output[0].get("generated_text") if isinstance(output, list) and output else None
+            final = {"index": tokens, "token": None, "generated_text": text, "output": output}
+            if response is None:  # no token at all (e.g. max_new_tokens reached at once)
+                response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+                await response.prepare(request)
+            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+    except WorkerUnavailable as exc:
+        if response is None:
+            return error(503, "unavailable", str(exc), {**headers, "Retry-After": _RETRY_AFTER_S})
+        await response.write(_sse_error("unavailable", str(exc)))
+    except DeadlineExceeded:
+        if response is None:
+            return error(504, "deadline_exceeded", "no answer in time", headers)
+        await response.write(_sse_error("deadline_exceeded", "the deadline passed mid-stream"))
+    assert response is not None
+    await response.write_eof()
+    return response
+
+
+def _sse_error(kind: str, message: str) -> bytes:
+    return b"event: error\ndata: " + orjson.dumps({"error": message, "type": kind}) + b"\n\n"
 
 
 async def _read_call(request: web.Request, config: ServerConfig, backend: InferenceBackend, parse: Parser) -> ModelCall:

@@ -30,6 +30,7 @@ class Outcome(enum.Enum):
 class RequestKind(enum.Enum):
     PIPELINE = "pipeline"  # the transformers pipeline's own output
     EMBED = "embed"  # one pooled sentence embedding per input
+    STREAM = "stream"  # text generation, one StreamChunk per token, then the result
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,16 @@ class InferResult:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One generated token of a streaming request; its InferResult ends it."""
+
+    request_id: int
+    index: int
+    token_id: int
+    text: str  # what this token adds to the decoded text (may be "")
+
+
+@dataclass(frozen=True, slots=True)
 class BatchReport:
     """One per model batch actually run: lets the front-end count batches."""
 
@@ -112,7 +123,7 @@ class WorkerFailed:
 
 
 ToWorker = InferRequest | CancelRequest | StopWorker
-FromWorker = InferResult | BatchReport | WorkerReady | WorkerFailed
+FromWorker = InferResult | StreamChunk | BatchReport | WorkerReady | WorkerFailed
 
 
 class Channel:

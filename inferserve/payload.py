@@ -39,6 +39,7 @@ class InferencePayload:
     inputs: tuple[Any, ...]
     parameters: dict[str, Any]
     single: bool  # one input sent: answer with one output, not a list
+    stream: bool = False  # Server-Sent Events, one per generated token
 
 
 def is_json(content_type: str) -> bool:
@@ -87,7 +88,12 @@ def _parse_json(body: bytes, max_inputs: int) -> InferencePayload:
     elif not isinstance(parameters, dict):
         raise PayloadError(400, "invalid_parameters", '"parameters" must be a JSON object')
     inputs, single = _inputs(document["inputs"], "inputs", max_inputs, _check_input)
-    return InferencePayload(inputs=inputs, parameters=parameters, single=single)
+    stream = document.get("stream", False)
+    if not isinstance(stream, bool):
+        raise PayloadError(400, "invalid_request", '"stream" must be true or false')
+    if stream and not (single and isinstance(inputs[0], str)):
+        raise PayloadError(400, "invalid_request", 'streaming takes one string in "inputs"')
+    return InferencePayload(inputs=inputs, parameters=parameters, single=single, stream=stream)
 
 
 def _inputs(raw: Any, field: str, max_inputs: int, check: Any) -> tuple[tuple[Any, ...], bool]:

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import multiprocess
@@ -29,6 +29,7 @@ from .ipc import (
     InferResult,
     RequestKind,
     StopWorker,
+    StreamChunk,
     WorkerFailed,
     WorkerReady,
     start_reader_thread,
@@ -66,6 +67,8 @@ class InferenceBackend(Protocol):
         kind: RequestKind = RequestKind.PIPELINE, embed: EmbedOptions | None = None,
     ) -> InferResult: ...
 
+    def stream(self, prompt: str, params: dict[str, Any], deadline: float) -> AsyncIterator[Any]: ...
+
 
 class WorkerSupervisor:
     def __init__(
@@ -85,6 +88,8 @@ class WorkerSupervisor:
         self._context = multiprocess.get_context("spawn")  # CUDA-safe, no inherited state
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[InferResult]] = {}
+        # Streaming requests: chunks, then the final InferResult (or an error).
+        self._streams: dict[int, asyncio.Queue[StreamChunk | InferResult | Exception]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: Any = None
         self._channel: Channel | None = None
@@ -130,7 +135,7 @@ class WorkerSupervisor:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._streams)
 
     @property
     def info(self) -> WorkerReady | None:
@@ -167,6 +172,37 @@ class WorkerSupervisor:
             raise
         finally:
             self._pending.pop(request_id, None)
+
+    async def stream(
+        self, prompt: str, params: dict[str, Any], deadline: float
+    ) -> AsyncIterator[StreamChunk | InferResult]:
+        """Yield each generated token's chunk, then the final InferResult."""
+        if not self._ready or self._channel is None:
+            raise WorkerUnavailable("the model is not ready")
+        request_id = next(self._ids)
+        queue: asyncio.Queue[StreamChunk | InferResult | Exception] = asyncio.Queue()
+        self._streams[request_id] = queue
+        channel = self._channel
+        try:
+            try:
+                channel.send(InferRequest(request_id, (prompt,), params, True, deadline, RequestKind.STREAM))
+            except (OSError, ValueError) as exc:
+                raise WorkerUnavailable("the worker went away") from exc
+            while True:
+                item = await asyncio.wait_for(queue.get(), timeout=max(0.0, deadline - time.monotonic()))
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if isinstance(item, InferResult):
+                    return
+        except TimeoutError as exc:
+            self._cancel(channel, request_id)
+            raise DeadlineExceeded("the request's deadline passed") from exc
+        except (asyncio.CancelledError, GeneratorExit):  # client gone, or consumer stopped
+            self._cancel(channel, request_id)
+            raise
+        finally:
+            self._streams.pop(request_id, None)
 
     def _cancel(self, channel: Channel, request_id: int) -> None:
         if channel is self._channel:
@@ -207,6 +243,12 @@ class WorkerSupervisor:
             future = self._pending.get(message.request_id)
             if future is not None and not future.done():
                 future.set_result(message)
+            elif message.request_id in self._streams:
+                self._streams[message.request_id].put_nowait(message)
+        elif isinstance(message, StreamChunk):
+            stream = self._streams.get(message.request_id)
+            if stream is not None:
+                stream.put_nowait(message)
         elif isinstance(message, BatchReport):
             if self._on_batch is not None:
                 self._on_batch(message)
@@ -252,6 +294,8 @@ class WorkerSupervisor:
         for future in pending.values():
             if not future.done():
                 future.set_exception(WorkerUnavailable(reason))
+        for stream in self._streams.values():
+            stream.put_nowait(WorkerUnavailable(reason))
 
 
 def _join_or_kill(process: Any, timeout: float) -> None:

@@ -81,6 +81,10 @@ def worker_main(
         channel.close()
         return
     worker = Worker(channel, runner, policy, embedder)
+    if loaded.task == "text-generation":
+        from .streaming import StreamRunner
+
+        worker.streams = StreamRunner(loaded.pipeline, channel.send)
     channel.send(
         WorkerReady(
             model=spec.model,
@@ -193,6 +197,7 @@ class Worker:
         self._channel = channel
         self._runner = runner
         self._embedder = embedder  # SentenceEmbedder for feature-extraction models, else None
+        self.streams: Any = None  # StreamRunner for text-generation models, else None
         self._tracker = RequestTracker()
         self._batcher = Batcher(
             max_size=policy.max_batch_size,
@@ -231,6 +236,8 @@ class Worker:
                 elif isinstance(message, CancelRequest):
                     if self._tracker.cancel(message.request_id):
                         self._batcher.discard(message.request_id)
+                    if self.streams is not None:
+                        self.streams.cancel(message.request_id)
                 elif isinstance(message, StopWorker):
                     self._batcher.close()
                     return
@@ -242,6 +249,9 @@ class Worker:
     def _admit(self, request: InferRequest) -> None:
         from .runner import InputRejected, ParametersRejected
 
+        if request.kind is RequestKind.STREAM:
+            self._start_stream(request)
+            return
         arrival = time.monotonic()
         try:
             params, prepare = self._plan(request)
@@ -279,6 +289,20 @@ class Worker:
                     payload=item,
                 )
             )
+
+    def _start_stream(self, request: InferRequest) -> None:
+        from .runner import ParametersRejected
+
+        if self.streams is None:
+            self._reply_error(request.request_id, Outcome.INVALID_INPUT,
+                              f"this model ({self._runner.task}) does not stream; streaming needs text-generation")
+            return
+        try:
+            params = self._runner.parse_params(request.params)
+        except ParametersRejected as exc:
+            self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(exc))
+            return
+        self.streams.start(request, params)
 
     def _plan(self, request: InferRequest) -> tuple[Any, Callable[[Any], Any]]:
         """The parameters to batch with, and how to prepare each input."""
