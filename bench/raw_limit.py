@@ -4,6 +4,8 @@ A long-lived helper so the orchestrator can interleave its measurements with
 the server's (this box is noisy: side-by-side rounds keep ratios honest).
 It loads the model once, then answers one JSON line per command on stdin:
 
+With --mode embed it measures sentence embeddings (forward + pooling) instead.
+
     sweep SECONDS          items/s of pipeline(texts, batch_size=b) for b in 1,8,16,32
     limit B SECONDS        items/s at batch size B
     single N               median latency (ms) of N pipeline(text) calls
@@ -62,17 +64,49 @@ class RawPipeline:
         return statistics.median(latencies) * 1000
 
 
+class RawEmbedder(RawPipeline):
+    """Sentence embeddings the plain way: tokenize the batch, forward, mean-pool
+    over the attention mask, L2-normalise (all-MiniLM-L6-v2's recipe)."""
+
+    def __init__(self, model: str, task: str, texts: list[str]) -> None:
+        import torch
+        import transformers
+
+        self.torch = torch
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
+        self.model = transformers.AutoModel.from_pretrained(model).eval()
+        self.texts = texts
+        self.pipe = self._embed
+        for text in texts[:8]:
+            self._embed(text)
+
+    def _embed(self, texts, batch_size: int = 1):
+        torch = self.torch
+        texts = [texts] if isinstance(texts, str) else texts
+        out = []
+        for start in range(0, len(texts), batch_size):
+            encoded = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                     max_length=256, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = self.model(**encoded).last_hidden_state
+            mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+            out.extend(pooled.numpy())
+        return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)
     p.add_argument("--texts", required=True, help="JSON file: list of input texts")
     p.add_argument("--build-bert-base", action="store_true")
+    p.add_argument("--mode", choices=("pipeline", "embed"), default="pipeline")
     args = p.parse_args()
     if args.build_bert_base:
         build_bert_base_fill_mask(args.model)
     with open(args.texts) as f:
-        raw = RawPipeline(args.model, args.task, json.load(f))
+        raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f))
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command, *rest = line.split()

@@ -46,6 +46,16 @@ MODELS = {
         "build": False,
         "single_calls": 150,
     },
+    "minilm-embed": {
+        "title": "all-MiniLM-L6-v2 sentence embeddings, `POST /embed` vs forward + pooling",
+        "path": minilm_path,
+        "task": "feature-extraction",
+        "text": "the quick brown fox number {i} jumps over the lazy dog near the river bank",
+        "build": False,
+        "single_calls": 150,
+        "route": "/embed",
+        "raw_mode": "embed",
+    },
     "bert-base": {
         "title": "bert-base-shaped fill-mask (12 x 768, random weights)",
         "path": lambda: str(OUT / "models" / "bert-base-fill-mask"),
@@ -112,8 +122,8 @@ def start_server(model: str, task: str, port: int, extra: list[str], log: Path) 
     raise TimeoutError("server not ready")
 
 
-def load(port: int, bodies: Path, concurrency: int, seconds: float, warmup: float) -> dict:
-    return json_line([sys.executable, str(HERE / "loadgen.py"), "--url", f"http://127.0.0.1:{port}/",
+def load(port: int, bodies: Path, concurrency: int, seconds: float, warmup: float, route: str = "/") -> dict:
+    return json_line([sys.executable, str(HERE / "loadgen.py"), "--url", f"http://127.0.0.1:{port}{route}",
                       "--bodies", str(bodies), "--concurrency", str(concurrency),
                       "--duration", str(seconds), "--warmup", str(warmup)])
 
@@ -128,7 +138,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     bodies_file.write_text(json.dumps([json.dumps({"inputs": t}) for t in texts]))
 
     raw_cmd = [sys.executable, str(HERE / "raw_limit.py"), "--model", model, "--task", spec["task"],
-               "--texts", str(texts_file)]
+               "--texts", str(texts_file), "--mode", spec.get("raw_mode", "pipeline")]
     if spec["build"]:
         raw_cmd.append("--build-bert-base")
     print(f"[{name}] loading the raw pipeline ...", flush=True)
@@ -150,7 +160,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
             # Each server figure is paired with a raw figure taken just before it.
             limit = raw.ask(f"limit {best} {args.seconds}")
             single_ms = raw.ask(f"single {spec['single_calls']}")
-            runs = {c: load(port, bodies_file, c, args.seconds, args.warmup) for c in args.concurrency}
+            runs = {c: load(port, bodies_file, c, args.seconds, args.warmup, spec.get("route", "/"))
+                    for c in args.concurrency}
             rounds.append({"limit": limit, "single_ms": single_ms, "runs": runs})
             print(f"[{name}] round {r + 1}: limit {limit:.1f}/s, single {single_ms:.2f} ms, "
                   + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items()),
@@ -228,7 +239,7 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=sorted(MODELS))
+    p.add_argument("--models", nargs="+", default=["minilm", "minilm-embed", "bert-base"], choices=sorted(MODELS))
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 64])
     p.add_argument("--rounds", type=int, default=3, help="alternating raw/server rounds")
     p.add_argument("--seconds", type=float, default=6.0, help="length of each measurement")
