@@ -83,8 +83,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     log.info("imported torch %s, transformers %s in %.2fs",
              torch.__version__, transformers.__version__, steps["import"])
 
-    # Set on purpose: measured, a spawned worker left to torch's default ran
-    # single-threaded here (18.7 ms vs 15.2 ms per MiniLM call on 2 cores).
+    # Set on purpose, so the worker's share of the cores is a decision (one
+    # thread per core by default; lower it to leave room for other processes).
     threads = spec.num_threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     log.info("torch intra-op threads: %d", threads)
