@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, OUT, free_port, start_server  # noqa: E402
+from run import OUT, free_port, start_server  # noqa: E402
 
 
 def build_tiny_fill_mask(directory: Path) -> Path:

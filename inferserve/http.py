@@ -21,7 +21,8 @@ from aiohttp import web
 
 from . import __version__
 from .config import ServerConfig
-from .ipc import EmbedOptions, Outcome, RequestKind, StreamChunk
+from .errors import OUTCOME_STATUS, RETRY_AFTER_S, ErrorFactory, error_response, openai_error
+from .ipc import EmbedOptions, Outcome, RequestKind
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .payload import (
@@ -31,6 +32,7 @@ from .payload import (
     parse_inference_body,
     parse_openai_embeddings_body,
 )
+from .sse import stream_events
 from .supervisor import DeadlineExceeded, InferenceBackend, WorkerSupervisor, WorkerUnavailable
 
 log = logging.getLogger("inferserve")
@@ -39,17 +41,8 @@ log = logging.getLogger("inferserve")
 # stall every other client on the event loop.
 _INLINE_PARSE_BYTES = 64 * 1024
 _MAX_REQUEST_ID_LENGTH = 128
-_RETRY_AFTER_S = "1"
 # Routes that stay open without the API key: liveness/readiness probes.
 _PUBLIC_PATHS = frozenset({"/health", "/ready"})
-
-_OUTCOME_STATUS = {
-    Outcome.INVALID_INPUT: (422, "invalid_input"),
-    Outcome.INVALID_PARAMETERS: (422, "invalid_parameters"),
-    Outcome.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
-    Outcome.INTERNAL: (500, "internal_error"),
-}
-
 
 @dataclass
 class ServerState:
@@ -77,14 +70,8 @@ STATE_KEY = web.AppKey("state", ServerState)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 
 
-def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """Our error shape: {"error": message, "type": kind}."""
-    body = orjson.dumps({"error": message, "type": kind})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
-
-
 def unavailable(message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return error_response(503, "unavailable", message, {**(headers or {}), "Retry-After": _RETRY_AFTER_S})
+    return error_response(503, "unavailable", message, {**(headers or {}), "Retry-After": RETRY_AFTER_S})
 
 
 # ---- middlewares ----------------------------------------------------------
@@ -216,7 +203,6 @@ class ModelCall:
     embed: EmbedOptions | None = None
 
 
-ErrorFactory = Callable[[int, str, str, dict[str, str]], web.Response]
 # Turns a body into a ModelCall (or raises PayloadError); runs off the loop for large bodies.
 Parser = Callable[[bytes, str, ServerConfig, InferenceBackend], ModelCall]
 
@@ -244,13 +230,6 @@ def _parse_openai(body: bytes, content_type: str, config: ServerConfig, backend:
     return ModelCall(inputs, {}, False, RequestKind.EMBED, options)
 
 
-def openai_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """OpenAI's error shape, for the /v1 routes."""
-    error_type = "invalid_request_error" if status < 500 else "server_error"
-    body = orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": kind}})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
-
-
 async def infer(request: web.Request) -> web.Response:
     return await _serve(request, _parse_pipeline, error_response)
 
@@ -270,7 +249,7 @@ async def _serve(
     config = request.app[CONFIG_KEY]
     backend = request.app[BACKEND_KEY]
     headers = {"X-Request-Id": _request_id(request)}
-    retry = {**headers, "Retry-After": _RETRY_AFTER_S}
+    retry = {**headers, "Retry-After": RETRY_AFTER_S}
     if request.app[STATE_KEY].draining:
         return error(503, "unavailable", "the server is shutting down", retry)
     if not backend.ready:
@@ -286,7 +265,7 @@ async def _serve(
         return error(exc.status, exc.kind, exc.message, headers)
     deadline = time.monotonic() + timeout
     if call.kind is RequestKind.STREAM:
-        return await _stream(request, backend, call, deadline, headers, error)
+        return await stream_events(request, backend.stream(call.inputs[0], call.params, deadline), headers, error)
     try:
         result = await backend.infer(call.inputs, call.params, call.single, deadline, call.kind, call.embed)
     except WorkerUnavailable as exc:
@@ -295,67 +274,12 @@ async def _serve(
         return error(504, "deadline_exceeded", f"no answer within {timeout:g}s", headers)
     headers["X-Batch-Size"] = str(result.batch_size)
     if result.outcome is not Outcome.OK:
-        status, kind = _OUTCOME_STATUS[result.outcome]
+        status, kind = OUTCOME_STATUS[result.outcome]
         return error(status, kind, result.message, headers)
     request.app[METRICS_KEY].queue_wait.observe(result.queue_ms / 1000.0)
     headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
     headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
     return web.Response(body=result.body, content_type="application/json", headers=headers)
-
-
-async def _stream(
-    request: web.Request, backend: InferenceBackend, call: ModelCall, deadline: float,
-    headers: dict[str, str], error: ErrorFactory,
-) -> web.StreamResponse:
-    """Server-Sent Events: one event per generated token, then the full text.
-
-    The response starts with the first token, so an error before it still
-    gets its proper status code; an error after it ends the stream with an
-    ``error`` event.
-    """
-    response: web.StreamResponse | None = None
-    tokens = 0
-    try:
-        async for item in backend.stream(call.inputs[0], call.params, deadline):
-            if isinstance(item, StreamChunk):
-                if response is None:
-                    response = web.StreamResponse(headers={
-                        **headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                    })
-                    await response.prepare(request)
-                tokens += 1
-                event = {"index": item.index, "token": {"id": item.token_id, "text": item.text},
-                         "generated_text": None}
-                await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
-                continue
-            if item.outcome is not Outcome.OK:
-                status, kind = _OUTCOME_STATUS[item.outcome]
-                if response is None:
-                    return error(status, kind, item.message, headers)
-                await response.write(_sse_error(kind, item.message))
-                break
-            output = orjson.loads(item.body)  # small: the final text only
-            text = output[0].get("generated_text") if isinstance(output, list) and output else None
-            final = {"index": tokens, "token": None, "generated_text": text, "output": output}
-            if response is None:  # no token at all (e.g. max_new_tokens reached at once)
-                response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
-                await response.prepare(request)
-            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
-    except WorkerUnavailable as exc:
-        if response is None:
-            return error(503, "unavailable", str(exc), {**headers, "Retry-After": _RETRY_AFTER_S})
-        await response.write(_sse_error("unavailable", str(exc)))
-    except DeadlineExceeded:
-        if response is None:
-            return error(504, "deadline_exceeded", "no answer in time", headers)
-        await response.write(_sse_error("deadline_exceeded", "the deadline passed mid-stream"))
-    assert response is not None
-    await response.write_eof()
-    return response
-
-
-def _sse_error(kind: str, message: str) -> bytes:
-    return b"event: error\ndata: " + orjson.dumps({"error": message, "type": kind}) + b"\n\n"
 
 
 async def _read_call(request: web.Request, config: ServerConfig, backend: InferenceBackend, parse: Parser) -> ModelCall:

@@ -10,16 +10,14 @@ import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from helpers import ServerProcess, pid_alive, scrape
+from helpers import pid_alive, scrape
 
 # A batch that stays open a long time keeps requests in flight on purpose.
 HOLD = ["--max-batch-delay-ms", "1000", "--batch-wait", "fixed", "--max-batch-size", "64"]
 
 
 async def _post(session: aiohttp.ClientSession, url: str, text: str, **kw) -> tuple[int, dict, float]:
-    started = time.monotonic()
     async with session.post(url, json={"inputs": text}, **kw) as resp:
         body = await resp.json()
         return resp.status, {"body": body, "headers": resp.headers.copy()}, time.monotonic()

@@ -1,0 +1,70 @@
+"""Server-Sent Events for streaming generation (one event per token)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from .errors import OUTCOME_STATUS, RETRY_AFTER_S, ErrorFactory
+from .ipc import InferResult, Outcome, StreamChunk
+from .supervisor import DeadlineExceeded, WorkerUnavailable
+
+
+async def stream_events(
+    request: web.Request, items: AsyncIterator[StreamChunk | InferResult],
+    headers: dict[str, str], error: ErrorFactory,
+) -> web.StreamResponse:
+    """Server-Sent Events: one event per generated token, then the full text.
+
+    The response starts with the first token, so an error before it still
+    gets its proper status code; an error after it ends the stream with an
+    ``error`` event.
+    """
+    response: web.StreamResponse | None = None
+    tokens = 0
+    try:
+        async for item in items:
+            if isinstance(item, StreamChunk):
+                response = response or await _open(request, headers)
+                tokens += 1
+                event = {"index": item.index, "token": {"id": item.token_id, "text": item.text},
+                         "generated_text": None}
+                await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                continue
+            if item.outcome is not Outcome.OK:
+                status, kind = OUTCOME_STATUS[item.outcome]
+                if response is None:
+                    return error(status, kind, item.message, headers)
+                await response.write(_sse_error(kind, item.message))
+                break
+            output = orjson.loads(item.body)  # small: the final text only
+            text = output[0].get("generated_text") if isinstance(output, list) and output else None
+            final = {"index": tokens, "token": None, "generated_text": text, "output": output}
+            response = response or await _open(request, headers)  # no token at all is possible
+            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+    except WorkerUnavailable as exc:
+        if response is None:
+            return error(503, "unavailable", str(exc), {**headers, "Retry-After": RETRY_AFTER_S})
+        await response.write(_sse_error("unavailable", str(exc)))
+    except DeadlineExceeded:
+        if response is None:
+            return error(504, "deadline_exceeded", "no answer in time", headers)
+        await response.write(_sse_error("deadline_exceeded", "the deadline passed mid-stream"))
+    if response is None:  # the worker ended the stream without a word: our bug
+        return error(500, "internal_error", "the stream ended without an answer", headers)
+    await response.write_eof()
+    return response
+
+
+async def _open(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    return response
+
+
+def _sse_error(kind: str, message: str) -> bytes:
+    return b"event: error\ndata: " + orjson.dumps({"error": message, "type": kind}) + b"\n\n"
