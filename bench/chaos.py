@@ -2,7 +2,7 @@
 few seconds. Prints how many got 200, how many 503, and how many got no
 answer or a wrong one (those two must be 0). Loopback only, bounded in time.
 
-    python bench/chaos.py --requests 10000 --concurrency 64 --kill-every 8
+    python bench/chaos.py --requests 10000 --concurrency 64 --kill-every 5
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ async def chaos(url: str, server_pid: int, total: int, concurrency: int, kill_ev
                 async with session.post(url, json={"inputs": f"{prefix} [MASK]"}) as resp:
                     body = await resp.read()
                     status = resp.status
+                    retry_after = float(resp.headers.get("Retry-After", "1"))
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 counts["no_answer"] += 1
                 continue
@@ -82,7 +83,7 @@ async def chaos(url: str, server_pid: int, total: int, concurrency: int, kill_ev
                     counts["wrong_answer"] += 1
             elif status == 503:
                 counts["503"] += 1
-                await asyncio.sleep(0.1)  # a polite client honours Retry-After (loosely)
+                await asyncio.sleep(retry_after)  # a polite client honours Retry-After
             else:
                 counts["other_status"] += 1
 
@@ -107,7 +108,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--kill-every", type=float, default=8.0, help="seconds between worker SIGKILLs")
+    p.add_argument("--kill-every", type=float, default=5.0, help="seconds between worker SIGKILLs")
     p.add_argument("--time-limit", type=float, default=300.0)
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
