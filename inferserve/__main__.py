@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pipeline task (fill-mask, feature-extraction, ...); default: from the model's config")
     model.add_argument("--device", default="auto",
                        help="auto, cpu, cuda or cuda:N; auto picks CUDA when visible")
+    model.add_argument("--workers", type=int, default=None,
+                       help="model worker processes, each batching on its own; default: one per --devices entry, else 1")
+    model.add_argument("--devices", default=None,
+                       help="comma-separated devices, one per worker (e.g. cuda:0,cuda:1)")
     model.add_argument("--num-threads", type=int, default=None,
                        help="torch intra-op threads in the worker; default: one per CPU core")
     model.add_argument("--no-truncate", action="store_true",
@@ -93,11 +97,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch_delay_ms < 0:
         raise SystemExit("--max-batch-delay-ms must not be negative")
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else ()
+    workers = args.workers if args.workers is not None else max(1, len(devices))
+    if workers < 1:
+        raise SystemExit("--workers must be at least 1")
     model = args.model or default_model_path()
     served_name = args.served_model_name or (
         os.path.basename(model.rstrip("/")) if args.model else DEFAULT_MODEL_NAME
     )
     return ServerConfig(
+        workers=workers,
+        devices=devices,
         served_model_name=served_name,
         model=ModelSpec(
             model=model,

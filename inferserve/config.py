@@ -45,6 +45,8 @@ class BatchPolicy:
 class ServerConfig:
     model: ModelSpec
     batch: BatchPolicy = BatchPolicy()
+    workers: int = 1
+    devices: tuple[str, ...] = ()  # one per worker, round-robin; empty: --device for all
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

@@ -33,7 +33,8 @@ from .payload import (
     parse_openai_embeddings_body,
 )
 from .sse import stream_events
-from .supervisor import DeadlineExceeded, InferenceBackend, WorkerSupervisor, WorkerUnavailable
+from .backend import DeadlineExceeded, InferenceBackend, WorkerUnavailable
+from .supervisor import WorkerPool, worker_specs
 
 log = logging.getLogger("inferserve")
 
@@ -177,6 +178,7 @@ async def info(request: web.Request) -> web.Response:
             "dtype": worker.dtype if worker else None,
             "embedding_dimension": worker.embedding_dimension if worker else None,
             "ready": backend.ready,
+            "workers": config.workers,
             "max_batch_size": config.batch.max_batch_size,
             "max_batch_delay_ms": config.batch.max_batch_delay_ms,
             "max_batch_tokens": config.batch.max_batch_tokens,
@@ -356,15 +358,17 @@ async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Spawn the worker with the app; stop it (after the drain) with the app."""
     config = app[CONFIG_KEY]
     metrics = app[METRICS_KEY]
-    supervisor = WorkerSupervisor(
-        config.model,
+    pool = WorkerPool(
+        worker_specs(config.model, config.workers, config.devices),
         config.batch,
         log_level=config.log_level,
         log_format=config.log_format,
         on_batch=metrics.observe_batch,
         on_restart=metrics.worker_restarts.inc,
+        on_answer=metrics.observe_answer,
+        on_retry=metrics.retries.inc,
     )
-    _attach_backend(app, supervisor)
-    await supervisor.start()
+    _attach_backend(app, pool)
+    await pool.start()
     yield
-    await supervisor.stop(timeout=config.graceful_timeout_s)
+    await pool.stop(timeout=config.graceful_timeout_s)

@@ -46,6 +46,12 @@ class ServerMetrics:
         self.worker_restarts = Counter(
             "inferserve_worker_restarts", "Worker processes restarted after dying", registry=r,
         )
+        self.worker_answers = Counter(
+            "inferserve_worker_answers", "Requests answered, by worker index", ["worker"], registry=r,
+        )
+        self.retries = Counter(
+            "inferserve_request_retries", "Requests retried on another worker after theirs died", registry=r,
+        )
         self.in_flight = Gauge(
             "inferserve_in_flight_requests", "HTTP requests being handled now", registry=r,
         )
@@ -60,6 +66,9 @@ class ServerMetrics:
         """Read these gauges from the backend at scrape time."""
         self.queue_depth.set_function(queue_depth)
         self.worker_up.set_function(worker_up)
+
+    def observe_answer(self, worker: int) -> None:
+        self.worker_answers.labels(worker=str(worker)).inc()
 
     def observe_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(report.size)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .errors import OUTCOME_STATUS, RETRY_AFTER_S, ErrorFactory
 from .ipc import InferResult, Outcome, StreamChunk
-from .supervisor import DeadlineExceeded, WorkerUnavailable
+from .backend import DeadlineExceeded, WorkerUnavailable
 
 
 async def stream_events(

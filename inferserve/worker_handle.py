@@ -1,0 +1,293 @@
+"""The front-end's handle on one worker process: spawn, dispatch, restart.
+
+Lives in the front-end process and never imports torch. Pending requests
+are ``asyncio.Future``s keyed by request id; a reader thread receives
+results from the pipe and resolves them on the event loop. A worker that
+dies fails its in-flight requests at once (``WorkerDied``) and is restarted
+with an exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import multiprocess
+
+from .backend import DeadlineExceeded, WorkerDied, WorkerUnavailable
+from .config import BatchPolicy, ModelSpec
+from .ipc import (
+    BatchReport,
+    CancelRequest,
+    Channel,
+    EmbedOptions,
+    FromWorker,
+    InferRequest,
+    InferResult,
+    RequestKind,
+    StopWorker,
+    StreamChunk,
+    WorkerFailed,
+    WorkerReady,
+    start_reader_thread,
+)
+from .worker import worker_main
+
+log = logging.getLogger("inferserve")
+
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 10.0
+
+
+class WorkerHandle:
+    """One worker process: spawn it, talk to it, notice its death, restart it."""
+
+    def __init__(
+        self,
+        index: int,
+        spec: ModelSpec,
+        policy: BatchPolicy,
+        log_level: str = "info",
+        log_format: str = "text",
+        on_batch: Callable[[BatchReport], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        self.index = index
+        self._spec = spec
+        self._queued_items = 0  # inputs sent and not answered: the load measure
+        self._policy = policy
+        self._log_settings = (log_level, log_format)
+        self._on_batch = on_batch
+        self._on_restart = on_restart
+        self._context = multiprocess.get_context("spawn")  # CUDA-safe, no inherited state
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[InferResult]] = {}
+        # Streaming requests: chunks, then the final InferResult (or an error).
+        self._streams: dict[int, asyncio.Queue[StreamChunk | InferResult | Exception]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._process: Any = None
+        self._channel: Channel | None = None
+        self._generation = 0
+        self._info: WorkerReady | None = None
+        self._ready = False
+        self._stopping = False
+        self._backoff_s = _BACKOFF_FIRST_S
+        self._restart_task: asyncio.Task[None] | None = None
+        self.restarts = 0
+        # Resolved with an error message if the model cannot be loaded at all
+        # on first start: the server then exits instead of retrying forever.
+        self.fatal: asyncio.Future[str] | None = None
+
+    # ---- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn the worker; readiness is reported later (see ``ready``)."""
+        self._loop = asyncio.get_running_loop()
+        self.fatal = self._loop.create_future()
+        await self._spawn()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let the worker finish its queue, then make sure it is gone."""
+        self._stopping = True
+        self._ready = False
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+        process, channel = self._process, self._channel
+        if process is not None and channel is not None:
+            try:
+                channel.send(StopWorker())
+            except (OSError, ValueError):
+                pass
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, _join_or_kill, process, timeout)
+            channel.close()
+        self._fail_pending(WorkerUnavailable("the server is shutting down"))
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) + len(self._streams)
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    @property
+    def info(self) -> WorkerReady | None:
+        return self._info
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    # ---- requests ----------------------------------------------------------
+
+    async def infer(
+        self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float,
+        kind: RequestKind = RequestKind.PIPELINE, embed: EmbedOptions | None = None,
+    ) -> InferResult:
+        if not self._ready or self._channel is None:
+            raise WorkerUnavailable("the model is not ready")
+        loop = asyncio.get_running_loop()
+        request_id = next(self._ids)
+        future: asyncio.Future[InferResult] = loop.create_future()
+        self._pending[request_id] = future
+        channel = self._channel
+        self._queued_items += len(inputs)
+        try:
+            try:
+                channel.send(InferRequest(request_id, inputs, params, single, deadline, kind, embed))
+            except (OSError, ValueError) as exc:  # the pipe broke under us
+                raise WorkerDied("the worker went away") from exc
+            return await asyncio.wait_for(future, timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError as exc:  # (a subclass of OSError: keep it apart)
+            self._cancel(channel, request_id)
+            raise DeadlineExceeded("the request's deadline passed") from exc
+        except asyncio.CancelledError:  # the client went away
+            self._cancel(channel, request_id)
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+            self._queued_items -= len(inputs)
+
+    async def stream(
+        self, prompt: str, params: dict[str, Any], deadline: float
+    ) -> AsyncIterator[StreamChunk | InferResult]:
+        """Yield each generated token's chunk, then the final InferResult."""
+        if not self._ready or self._channel is None:
+            raise WorkerUnavailable("the model is not ready")
+        request_id = next(self._ids)
+        queue: asyncio.Queue[StreamChunk | InferResult | Exception] = asyncio.Queue()
+        self._streams[request_id] = queue
+        channel = self._channel
+        try:
+            try:
+                channel.send(InferRequest(request_id, (prompt,), params, True, deadline, RequestKind.STREAM))
+            except (OSError, ValueError) as exc:
+                raise WorkerDied("the worker went away") from exc
+            while True:
+                item = await asyncio.wait_for(queue.get(), timeout=max(0.0, deadline - time.monotonic()))
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if isinstance(item, InferResult):
+                    return
+        except TimeoutError as exc:
+            self._cancel(channel, request_id)
+            raise DeadlineExceeded("the request's deadline passed") from exc
+        except (asyncio.CancelledError, GeneratorExit):  # client gone, or consumer stopped
+            self._cancel(channel, request_id)
+            raise
+        finally:
+            self._streams.pop(request_id, None)
+
+    def _cancel(self, channel: Channel, request_id: int) -> None:
+        if channel is self._channel:
+            try:
+                channel.send(CancelRequest(request_id))
+            except (OSError, ValueError):
+                pass
+
+    # ---- worker process ----------------------------------------------------
+
+    async def _spawn(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=worker_main,
+            args=(child_end, self._spec, self._policy, *self._log_settings),
+            name=f"inferserve-worker-{self.index}",
+            daemon=True,
+        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, process.start)
+        child_end.close()  # else our copy keeps the pipe open after the child dies
+        self._process = process
+        self._channel = Channel(parent_end)
+        log.info("worker %d: process %d started (generation %d)", self.index, process.pid, generation)
+        start_reader_thread(
+            self._channel,
+            on_message=lambda m: loop.call_soon_threadsafe(self._on_message, generation, m),
+            on_closed=lambda: loop.call_soon_threadsafe(self._on_closed, generation),
+            name=f"worker-reader-{generation}",
+        )
+
+    def _on_message(self, generation: int, message: FromWorker) -> None:
+        if generation != self._generation:
+            return
+        if isinstance(message, InferResult):
+            future = self._pending.get(message.request_id)
+            if future is not None and not future.done():
+                future.set_result(message)
+            elif message.request_id in self._streams:
+                self._streams[message.request_id].put_nowait(message)
+        elif isinstance(message, StreamChunk):
+            stream = self._streams.get(message.request_id)
+            if stream is not None:
+                stream.put_nowait(message)
+        elif isinstance(message, BatchReport):
+            if self._on_batch is not None:
+                self._on_batch(message)
+        elif isinstance(message, WorkerReady):
+            self._info = message
+            self._ready = not self._stopping
+            self._backoff_s = _BACKOFF_FIRST_S
+            log.info(
+                "worker %d ready: model %s, task %s, device %s, dtype %s (loaded in %.1fs)",
+                self.index, message.model, message.task, message.device, message.dtype, message.load_seconds,
+            )
+        elif isinstance(message, WorkerFailed):
+            log.error("worker failed to load the model: %s", message.message)
+            if self._info is None and self.fatal is not None and not self.fatal.done():
+                self.fatal.set_result(message.message)
+
+    def _on_closed(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._ready = False
+        self._fail_pending(WorkerDied(f"worker {self.index} died"))
+        if self._stopping or (self.fatal is not None and self.fatal.done()):
+            return
+        exitcode = self._process.exitcode if self._process is not None else None
+        log.warning("worker %d exited (code %s); restarting in %.1fs", self.index, exitcode, self._backoff_s)
+        self._restart_task = asyncio.get_running_loop().create_task(self._restart(self._backoff_s))
+        self._backoff_s = min(self._backoff_s * 2, _BACKOFF_MAX_S)
+
+    async def _restart(self, delay: float) -> None:
+        old = self._process
+        if old is not None:
+            await asyncio.get_running_loop().run_in_executor(None, _join_or_kill, old, 1.0)
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        self.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
+        await self._spawn()
+
+    def _fail_pending(self, error: WorkerUnavailable) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+        for stream in self._streams.values():
+            stream.put_nowait(error)
+
+
+def _join_or_kill(process: Any, timeout: float) -> None:
+    """Blocking: wait for a worker to exit, escalating to SIGTERM then SIGKILL."""
+    process.join(timeout)
+    if process.is_alive():
+        process.terminate()
+        process.join(2.0)
+    if process.is_alive():
+        process.kill()
+        process.join()
