@@ -26,33 +26,39 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(url: str, bodies: list[bytes], content_type: str, concurrency: int,
-              duration: float, warmup: float, max_requests: int) -> dict:
+              duration: float, warmup: float, max_requests: int, count_all: bool = False) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     batch_sizes: list[int] = []
     sent = 0
+    no_answer = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         start = time.monotonic()
         measure_from = start + warmup
         stop_at = measure_from + duration
 
         async def client(k: int) -> None:
-            nonlocal sent
+            nonlocal sent, no_answer
             i = k
             while time.monotonic() < stop_at and sent < max_requests:
                 sent += 1
                 body = bodies[i % len(bodies)]
                 i += concurrency
                 t0 = time.monotonic()
-                async with session.post(url, data=body, headers={"Content-Type": content_type}) as resp:
-                    await resp.read()
-                    status = resp.status
-                    batch = resp.headers.get("X-Batch-Size")
+                try:
+                    async with session.post(url, data=body, headers={"Content-Type": content_type}) as resp:
+                        await resp.read()
+                        status = resp.status
+                        batch = resp.headers.get("X-Batch-Size")
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    no_answer += 1  # connection refused or dropped, or no reply in time
+                    continue
                 t1 = time.monotonic()
                 # Count what completes inside the window, wherever it began:
                 # requiring the start inside too would undercount long latencies.
-                if measure_from <= t1 <= stop_at:
+                if count_all or measure_from <= t1 <= stop_at:
                     latencies.append(t1 - t0)
                     statuses[status] = statuses.get(status, 0) + 1
                     if batch:
@@ -62,6 +68,8 @@ async def run(url: str, bodies: list[bytes], content_type: str, concurrency: int
     ok = statuses.get(200, 0)
     return {
         "concurrency": concurrency,
+        "sent": sent,
+        "no_answer": no_answer,
         "requests": len(latencies),
         "ok": ok,
         "statuses": statuses,
@@ -81,6 +89,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--max-requests", type=int, default=200_000)
+    p.add_argument("--all", action="store_true", help="count every answer, not only those in the window")
     args = p.parse_args()
     host = urlparse(args.url).hostname
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -88,7 +97,7 @@ def main() -> None:
     with open(args.bodies) as f:
         bodies = [b.encode() for b in json.load(f)]
     result = asyncio.run(run(args.url, bodies, args.content_type, args.concurrency,
-                             args.duration, args.warmup, args.max_requests))
+                             args.duration, args.warmup, args.max_requests, args.all))
     print(json.dumps(result))
 
 

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pipeline task (fill-mask, feature-extraction, ...); default: from the model's config")
     model.add_argument("--device", default="auto",
                        help="auto, cpu, cuda or cuda:N; auto picks CUDA when visible")
+    model.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                       help="weights' dtype; float16/bfloat16 halve memory and speed up GPUs")
     model.add_argument("--workers", type=int, default=None,
                        help="model worker processes, each batching on its own; default: one per --devices entry, else 1")
     model.add_argument("--devices", default=None,
@@ -113,6 +115,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             model=model,
             task=args.task,
             device=args.device,
+            dtype=args.dtype,
             num_threads=args.num_threads,
             truncate=not args.no_truncate,
         ),

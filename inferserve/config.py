@@ -24,6 +24,7 @@ class ModelSpec:
     model: str
     task: str | None = None
     device: str = "auto"
+    dtype: str = "auto"  # auto (the checkpoint's), float32, float16, bfloat16
     num_threads: int | None = None
     truncate: bool = True
 

@@ -93,7 +93,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 
     started = time.perf_counter()
     try:
-        pipe = transformers.pipeline(task, model=spec.model, device=device)
+        dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
+        pipe = transformers.pipeline(task, model=spec.model, device=device, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
         # (transformers 5 removed some tasks, e.g. question-answering and
         # text2text-generation: its message says so and what to use instead)
