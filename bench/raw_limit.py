@@ -36,11 +36,13 @@ def build_bert_base_fill_mask(directory: str) -> None:
 
 
 class RawPipeline:
-    def __init__(self, model: str, task: str, texts: list[str]) -> None:
+    def __init__(self, model: str, task: str, texts: list[str], device: str = "cpu", dtype: str = "auto") -> None:
+        import torch
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-        self.pipe = transformers.pipeline(task, model=model, device="cpu")
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.pipe = transformers.pipeline(task, model=model, device=device, dtype=torch_dtype)
         self.texts = texts
         for text in texts[:8]:
             self.pipe(text)  # warm up
@@ -68,13 +70,15 @@ class RawEmbedder(RawPipeline):
     """Sentence embeddings the plain way: tokenize the batch, forward, mean-pool
     over the attention mask, L2-normalise (all-MiniLM-L6-v2's recipe)."""
 
-    def __init__(self, model: str, task: str, texts: list[str]) -> None:
+    def __init__(self, model: str, task: str, texts: list[str], device: str = "cpu", dtype: str = "auto") -> None:
         import torch
         import transformers
 
         self.torch = torch
+        self.device = device
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
-        self.model = transformers.AutoModel.from_pretrained(model).eval()
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.model = transformers.AutoModel.from_pretrained(model, dtype=torch_dtype).to(device).eval()
         self.texts = texts
         self.pipe = self._embed
         for text in texts[:8]:
@@ -86,12 +90,12 @@ class RawEmbedder(RawPipeline):
         out = []
         for start in range(0, len(texts), batch_size):
             encoded = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                     max_length=256, return_tensors="pt")
+                                     max_length=256, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**encoded).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
-            out.extend(pooled.numpy())
+            out.extend(pooled.float().cpu().numpy())
         return out
 
 
@@ -102,11 +106,13 @@ def main() -> None:
     p.add_argument("--texts", required=True, help="JSON file: list of input texts")
     p.add_argument("--build-bert-base", action="store_true")
     p.add_argument("--mode", choices=("pipeline", "embed"), default="pipeline")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto")
     args = p.parse_args()
     if args.build_bert_base:
         build_bert_base_fill_mask(args.model)
     with open(args.texts) as f:
-        raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f))
+        raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f), args.device, args.dtype)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command, *rest = line.split()

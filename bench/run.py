@@ -138,7 +138,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     bodies_file.write_text(json.dumps([json.dumps({"inputs": t}) for t in texts]))
 
     raw_cmd = [sys.executable, str(HERE / "raw_limit.py"), "--model", model, "--task", spec["task"],
-               "--texts", str(texts_file), "--mode", spec.get("raw_mode", "pipeline")]
+               "--texts", str(texts_file), "--mode", spec.get("raw_mode", "pipeline"),
+               "--device", args.raw_device, "--dtype", args.raw_dtype]
     if spec["build"]:
         raw_cmd.append("--build-bert-base")
     print(f"[{name}] loading the raw pipeline ...", flush=True)
@@ -160,8 +161,18 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
             # Each server figure is paired with a raw figure taken just before it.
             limit = raw.ask(f"limit {best} {args.seconds}")
             single_ms = raw.ask(f"single {spec['single_calls']}")
-            runs = {c: load(port, bodies_file, c, args.seconds, args.warmup, spec.get("route", "/"))
-                    for c in args.concurrency}
+            runs = {}
+            for c in args.concurrency:
+                probe = None
+                if c == max(args.concurrency):
+                    # /health latency as a Kubernetes probe sees it while the worker is saturated
+                    probe = subprocess.Popen(
+                        [sys.executable, str(HERE / "probe.py"), "--url", f"http://127.0.0.1:{port}/health",
+                         "--seconds", str(args.seconds)], stdout=subprocess.PIPE, text=True)
+                runs[c] = load(port, bodies_file, c, args.seconds, args.warmup, spec.get("route", "/"))
+                if probe is not None:
+                    runs[c]["health"] = json.loads(probe.communicate()[0].strip().splitlines()[-1])
+                    runs[c]["front_end_rss_mb"] = rss_mb(server.pid)
             rounds.append({"limit": limit, "single_ms": single_ms, "runs": runs})
             print(f"[{name}] round {r + 1}: limit {limit:.1f}/s, single {single_ms:.2f} ms, "
                   + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items()),
@@ -172,6 +183,14 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
         raw.close()
     return {"name": name, "title": spec["title"], "sweep": sweep, "best_batch": best, "rounds": rounds,
             "server_args": server_args}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process (the front-end: it must not load torch)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def median(values: list[float]) -> float:
@@ -190,6 +209,8 @@ def summarize(result: dict, concurrency: int) -> dict:
         "p50_minus_single": median([x["p50_ms"] - r["single_ms"] for x, r in zip(runs, rounds)]),
         "mean_batch": median([x["mean_batch"] for x in runs]),
         "non_200": sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs),
+        "health_p99_ms": max((x["health"]["p99_ms"] for x in runs if "health" in x), default=None),
+        "front_end_rss_mb": max((x["front_end_rss_mb"] for x in runs if "front_end_rss_mb" in x), default=None),
     }
 
 
@@ -233,7 +254,14 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
                 f"| {c} | {s['rps']:.1f} | **{s['ratio']:.1%}** ({per_round}) | {s['p50_ms']:.2f} | "
                 f"{s['p99_ms']:.2f} | {s['p50_minus_single']:+.2f} | {s['mean_batch']:.1f} | {s['non_200']} |"
             )
-        lines.append("")
+        top = summarize(r, max(args.concurrency))
+        lines += [
+            "",
+            f"While saturated at concurrency {max(args.concurrency)}: `GET /health` p99 "
+            f"**{top['health_p99_ms']:.2f} ms** (worst round; a sequential probe in its own process); "
+            f"front-end RSS **{top['front_end_rss_mb']:.0f} MB** (it never imports torch).",
+            "",
+        ]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
 
 
@@ -245,6 +273,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=6.0, help="length of each measurement")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--sweep-seconds", type=float, default=3.0, help="per batch size, to pick the best")
+    p.add_argument("--raw-device", default="cpu", help="device of the raw pipeline (match the server's)")
+    p.add_argument("--raw-dtype", default="auto", help="dtype of the raw pipeline (match the server's)")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     p.add_argument("server_args", nargs="*", help="extra inferserve flags, after --")
     args = p.parse_args()

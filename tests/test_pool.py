@@ -76,7 +76,8 @@ def test_killing_one_worker_under_load_loses_nothing(pool_server: ServerProcess)
                     return text, resp.status, await resp.json()
 
             tasks = [asyncio.create_task(one(t)) for t in texts * 3]
-            await asyncio.sleep(0.05)  # requests in flight on both workers
+            # Once answers flow, the rest are in flight on both workers.
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             os.kill(victim, signal.SIGKILL)
             return await asyncio.gather(*tasks)
 
