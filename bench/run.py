@@ -175,7 +175,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
                     runs[c]["front_end_rss_mb"] = rss_mb(server.pid)
             rounds.append({"limit": limit, "single_ms": single_ms, "runs": runs})
             print(f"[{name}] round {r + 1}: limit {limit:.1f}/s, single {single_ms:.2f} ms, "
-                  + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items()),
+                  + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items())
+                  + "".join(f", /health p99 {v['health']['p99_ms']:.1f} ms" for v in runs.values() if "health" in v),
                   flush=True)
     finally:
         server.send_signal(signal.SIGTERM)

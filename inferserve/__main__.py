@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated devices, one per worker (e.g. cuda:0,cuda:1)")
     model.add_argument("--num-threads", type=int, default=None,
                        help="torch intra-op threads in the worker; default: one per CPU core")
+    model.add_argument("--worker-niceness", type=int, default=10,
+                       help="os.nice() of worker processes, so the front-end answers promptly while they compute; 0: off")
     model.add_argument("--no-truncate", action="store_true",
                        help="reject inputs longer than the model's maximum (422) instead of truncating them")
     batch = p.add_argument_group("batching")
@@ -116,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             task=args.task,
             device=args.device,
             dtype=args.dtype,
+            niceness=max(0, args.worker_niceness),
             num_threads=args.num_threads,
             truncate=not args.no_truncate,
         ),

@@ -26,6 +26,9 @@ class ModelSpec:
     device: str = "auto"
     dtype: str = "auto"  # auto (the checkpoint's), float32, float16, bfloat16
     num_threads: int | None = None
+    # Worker process priority (os.nice): measured on 2 cores, 10 cut /health
+    # p99 under saturation from 20-41 ms to 7-10 ms. 0 leaves it alone.
+    niceness: int = 10
     truncate: bool = True
 
 

@@ -52,6 +52,11 @@ def worker_main(
     """Process entry point (spawned by the front-end's supervisor)."""
     parent = os.getppid()
     _die_with_parent(parent)
+    # The model saturates every core it is given; at a lower priority it
+    # yields at once to the front-end's short bursts (health probes, parsing,
+    # writing answers) instead of making them wait for a time slice.
+    if spec.niceness:
+        os.nice(spec.niceness)
     configure_logging(log_level, log_format, role="worker")
     channel = Channel(connection)
     try:
