@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated devices, one per worker (e.g. cuda:0,cuda:1)")
     model.add_argument("--num-threads", type=int, default=None,
                        help="torch intra-op threads in the worker; default: one per CPU core")
-    model.add_argument("--worker-niceness", type=int, default=10,
-                       help="os.nice() of worker processes, so the front-end answers promptly while they compute; 0: off")
+    model.add_argument("--worker-niceness", type=int, default=0,
+                       help="os.nice() of worker processes: e.g. 10 keeps probes fast under saturation, "
+                            "at some throughput cost")
     model.add_argument("--no-truncate", action="store_true",
                        help="reject inputs longer than the model's maximum (422) instead of truncating them")
     batch = p.add_argument_group("batching")
