@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .runner import InputRejected, Prepared
+from .rejections import InputRejected
+from .runner import Prepared
 
 _POOLING_MODES = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens")
 

@@ -24,6 +24,7 @@ import torch
 from transformers.pipelines.base import pad_collate_fn
 
 from .model import LoadedModel
+from .rejections import InputRejected, ParametersRejected
 
 log = logging.getLogger("inferserve.worker")
 
@@ -39,14 +40,6 @@ _WARMUP_PARAMS: dict[str, dict[str, Any]] = {
 }
 # A tokenizer's model_max_length above this is the "unset" sentinel.
 _UNSET_MAX_LENGTH = 1_000_000
-
-
-class InputRejected(Exception):
-    """The pipeline rejected an input (the client's fault: 422)."""
-
-
-class ParametersRejected(Exception):
-    """The pipeline rejected the request's parameters (422)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,9 @@ import orjson
 
 from .batching import Batch, Batcher, WorkItem
 from .config import BatchPolicy, ModelSpec
-from .logs import configure_logging
 from .formats import openai_embeddings, tei_embeddings
+from .logs import configure_logging
+from .rejections import InputRejected, ParametersRejected
 from .ipc import (
     BatchReport,
     CancelRequest,
@@ -252,8 +253,6 @@ class Worker:
             os._exit(0)
 
     def _admit(self, request: InferRequest) -> None:
-        from .runner import InputRejected, ParametersRejected
-
         if request.kind is RequestKind.STREAM:
             self._start_stream(request)
             return
@@ -296,8 +295,6 @@ class Worker:
             )
 
     def _start_stream(self, request: InferRequest) -> None:
-        from .runner import ParametersRejected
-
         if self.streams is None:
             self._reply_error(request.request_id, Outcome.INVALID_INPUT,
                               f"this model ({self._runner.task}) does not stream; streaming needs text-generation")
@@ -311,8 +308,6 @@ class Worker:
 
     def _plan(self, request: InferRequest) -> tuple[Any, Callable[[Any], Any]]:
         """The parameters to batch with, and how to prepare each input."""
-        from .runner import InputRejected, ParametersRejected
-
         if request.kind is RequestKind.EMBED:
             if self._embedder is None:
                 raise InputRejected(f"this model ({self._runner.task}) does not produce sentence embeddings")
@@ -407,7 +402,7 @@ def _classify_failure(exc: BaseException) -> tuple[Outcome, str]:
     """Which failures are the input's fault (422) and which are ours (500)."""
     from transformers.pipelines.base import PipelineException
 
-    from .runner import InputRejected, _is_out_of_memory
+    from .runner import _is_out_of_memory
 
     if _is_out_of_memory(exc):
         return Outcome.INTERNAL, "out of memory, even for this input alone"

@@ -8,7 +8,8 @@ import pytest
 
 from inferserve.config import ModelSpec
 from inferserve.model import load_model
-from inferserve.runner import BatchRunner, InputRejected, ParametersRejected
+from inferserve.rejections import InputRejected, ParametersRejected
+from inferserve.runner import BatchRunner
 
 
 @pytest.fixture(scope="module")
