@@ -42,7 +42,12 @@ class Batch:
 
     @property
     def padded_tokens(self) -> int:
-        return len(self.items) * max((i.tokens for i in self.items), default=0)
+        return padded_tokens(self.items)
+
+
+def padded_tokens(items: list[WorkItem]) -> int:
+    """What a batch costs once padded: count x longest (the token budget's measure)."""
+    return len(items) * max((item.tokens for item in items), default=0)
 
 
 class Batcher:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import orjson
 
-from .batching import Batch, Batcher, WorkItem
+from .batching import Batch, Batcher, WorkItem, padded_tokens
 from .config import BatchPolicy, ModelSpec
 from .formats import openai_embeddings, tei_embeddings
 from .logs import configure_logging
@@ -127,6 +127,7 @@ class _RequestState:
     tokens: int = 0
     batch_size: int = 0
     first_start: float | None = None
+    last_start: float | None = None  # the batch last counted in compute_ms
     compute_ms: float = 0.0
 
 
@@ -189,7 +190,9 @@ class RequestTracker:
             state.outputs[item.index] = output
             state.remaining -= 1
             state.batch_size = max(state.batch_size, batch_size)
-            state.compute_ms += compute_ms
+            if state.last_start != started:  # count each batch once, however many of its inputs it held
+                state.compute_ms += compute_ms
+                state.last_start = started
             if state.first_start is None:
                 state.first_start = started
             if state.remaining:
@@ -346,8 +349,7 @@ class Worker:
         else:
             outputs = self._runner.run(payloads, params)
         compute_ms = (time.monotonic() - started) * 1000.0
-        padded = len(items) * max(item.tokens for item in items)
-        self._channel.send(BatchReport(size=len(items), padded_tokens=padded, compute_ms=compute_ms))
+        self._channel.send(BatchReport(size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms))
         for item, output in zip(items, outputs):
             if isinstance(output, Exception):
                 outcome, message = _classify_failure(output)

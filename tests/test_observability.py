@@ -131,3 +131,18 @@ def test_token_budget_bounds_every_batch(server_factory, fill_mask_model: Path) 
     batches = samples["inferserve_batch_padded_tokens_count"]
     assert samples[f'inferserve_batch_padded_tokens_bucket{{le="{budget}.0"}}'] == batches  # none over budget
     assert max(size for _, size in results) > 2  # short inputs still batch several at a time
+
+
+def test_compute_time_counts_a_batch_once_for_a_list_request(observed_server: ServerProcess) -> None:
+    texts = [f"list item {i} [MASK]" for i in range(MAX_BATCH)]
+    before = scrape(observed_server)["inferserve_batch_compute_seconds_sum"]
+    started = time.monotonic()
+    response = observed_server.post_json({"inputs": texts})
+    total_ms = (time.monotonic() - started) * 1000
+    after = scrape(observed_server)["inferserve_batch_compute_seconds_sum"]
+    assert response.status == 200
+    compute_ms = float(response.headers["X-Compute-Time-Ms"])
+    # the header is the model time of this request's batches, each counted
+    # once, not once per input they held
+    assert compute_ms == pytest.approx((after - before) * 1000, abs=0.01)
+    assert float(response.headers["X-Queue-Time-Ms"]) + compute_ms <= total_ms
