@@ -71,12 +71,23 @@ def infer_task(model: str) -> str:
     raise ModelLoadError(f"cannot infer the task from architectures {architectures}; pass --task")
 
 
+def _served_by_us(task: str) -> bool:
+    """Tasks that run on inferserve's own implementation: transformers 5
+    removed their pipelines (question-answering and the seq2seq tasks), and
+    one implementation keeps their outputs the same whatever is installed."""
+    from .text_tasks import own_task_family
+
+    return own_task_family(task) is not None
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     steps: dict[str, float] = {}
 
     started = time.perf_counter()
     import torch
     import transformers
+
+    from .text_tasks import build_own_pipeline
 
     steps["import"] = time.perf_counter() - started
     transformers.utils.logging.disable_progress_bar()  # no tqdm bars in server logs
@@ -94,10 +105,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     started = time.perf_counter()
     try:
         dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
-        pipe = transformers.pipeline(task, model=spec.model, device=device, dtype=dtype)
+        if _served_by_us(task):
+            pipe = build_own_pipeline(task, spec.model, device, dtype)
+        else:
+            pipe = transformers.pipeline(task, model=spec.model, device=device, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
-        # (transformers 5 removed some tasks, e.g. question-answering and
-        # text2text-generation: its message says so and what to use instead)
         raise ModelLoadError(f"cannot load {spec.model!r} for task {task!r}: {exc}") from exc
     steps["load"] = time.perf_counter() - started
     log.info("loaded %s (task %s) on %s in %.2fs", spec.model, task, device, steps["load"])

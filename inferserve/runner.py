@@ -38,6 +38,7 @@ _WARMUP_PARAMS: dict[str, dict[str, Any]] = {
     "zero-shot-classification": {"candidate_labels": ["a", "b"]},
     "text-generation": {"max_new_tokens": 1, "do_sample": False},
 }
+_GENERATE_ONE_TOKEN = {"max_new_tokens": 1}
 # A tokenizer's model_max_length above this is the "unset" sentinel.
 _UNSET_MAX_LENGTH = 1_000_000
 
@@ -91,6 +92,9 @@ class BatchRunner:
 
     def prepare(self, value: Any, params: PipelineParams) -> Prepared:
         if not self._staged:
+            check = getattr(self._pipe, "check_input", None)  # our own text_tasks pipelines
+            if check is not None:
+                check(value)
             return Prepared(value=value, features=value, tokens=_rough_tokens(value))
         features = self._preprocess(value, params.preprocess)
         tokens = int(features["input_ids"].shape[-1])
@@ -111,6 +115,11 @@ class BatchRunner:
             if isinstance(value, str) and "top_k" not in params.raw:
                 return [output]
         return output
+
+    def combine(self, outputs: list[Any]) -> list[Any]:
+        """The answer to a list request, from each input's own output."""
+        as_list = getattr(self._pipe, "as_list_output", None)  # seq2seq: 4.x flattened it
+        return as_list(outputs) if as_list is not None else outputs
 
     # ---- per batch (model thread) ----------------------------------------
 
@@ -194,6 +203,9 @@ class BatchRunner:
 
     # ---- start-up ----------------------------------------------------------
 
+    def _generates(self) -> bool:
+        return hasattr(self._pipe, "as_list_output")  # our seq2seq pipelines
+
     def warmup_input(self) -> Any:
         mask = getattr(getattr(self._pipe, "tokenizer", None), "mask_token", None)
         if self.task == "fill-mask" and mask:
@@ -204,7 +216,7 @@ class BatchRunner:
 
     def warmup(self) -> None:
         """Run one dummy batch so the first client does not pay for lazy init."""
-        params = self.parse_params(_WARMUP_PARAMS.get(self.task, {}))
+        params = self.parse_params(_WARMUP_PARAMS.get(self.task, _GENERATE_ONE_TOKEN if self._generates() else {}))
         prepared = self.prepare(self.warmup_input(), params)
         # Two items exercise the collate path as well as the single-item one.
         for result in self.run([prepared, prepared], params):

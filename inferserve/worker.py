@@ -390,7 +390,7 @@ class Worker:
             for out, value in zip(state.outputs, request.inputs)
         ]
         return orjson.dumps(
-            outputs[0] if request.single else outputs,
+            outputs[0] if request.single else self._runner.combine(outputs),
             default=_to_jsonable,
             option=orjson.OPT_SERIALIZE_NUMPY,
         )

