@@ -146,7 +146,13 @@ class WorkerHandle:
                 channel.send(InferRequest(request_id, inputs, params, single, deadline, kind, embed))
             except (OSError, ValueError) as exc:  # the pipe broke under us
                 raise WorkerDied("the worker went away") from exc
-            return await asyncio.wait_for(future, timeout=max(0.0, deadline - time.monotonic()))
+            # One timer on the loop's clock (time.monotonic, as ``deadline``)
+            # instead of wait_for's extra task hops on every answer.
+            timer = loop.call_at(deadline, _expire, future)
+            try:
+                return await future
+            finally:
+                timer.cancel()
         except TimeoutError as exc:  # (a subclass of OSError: keep it apart)
             self._cancel(channel, request_id)
             raise DeadlineExceeded("the request's deadline passed") from exc
@@ -280,6 +286,11 @@ class WorkerHandle:
                 future.set_exception(error)
         for stream in self._streams.values():
             stream.put_nowait(error)
+
+
+def _expire(future: asyncio.Future[InferResult]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _join_or_kill(process: Any, timeout: float) -> None:
