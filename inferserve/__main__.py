@@ -28,7 +28,7 @@ from .config import (
     ServerConfig,
     default_model_path,
 )
-from .logs import AccessLogger, configure_logging
+from .logs import AccessLogger, OffLoopLogging
 
 log = logging.getLogger("inferserve")
 
@@ -185,8 +185,12 @@ async def serve(config: ServerConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     config = config_from_args(build_parser().parse_args(argv))
-    configure_logging(config.log_level, config.log_format, role="server")
-    return asyncio.run(serve(config))
+    logs = OffLoopLogging(config.log_level, config.log_format, role="server")
+    logs.start()
+    try:
+        return asyncio.run(serve(config))
+    finally:
+        logs.stop()
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
+import os
 import importlib.metadata
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,13 @@ _MAX_REQUEST_ID_LENGTH = 128
 # Routes that stay open without the API key: liveness/readiness probes.
 _PUBLIC_PATHS = frozenset({"/health", "/ready"})
 
+def _request_ids() -> Iterator[str]:
+    # 32 hex digits like a uuid4, without a getrandom() call and a UUID per
+    # request: a random prefix per server start, then a counter.
+    prefix = os.urandom(8).hex()
+    return (f"{prefix}{n:016x}" for n in itertools.count(1))
+
+
 @dataclass
 class ServerState:
     """Mutable state of one running app (never module-level)."""
@@ -52,6 +60,7 @@ class ServerState:
     started_at: float = field(default_factory=time.monotonic)
     draining: bool = False
     versions: dict[str, str | None] = field(default_factory=dict)
+    request_ids: Iterator[str] = field(default_factory=_request_ids)
 
 
 def _installed_versions() -> dict[str, str | None]:
@@ -101,8 +110,7 @@ async def observe(
         raise
     finally:
         metrics.in_flight.dec()
-        metrics.requests.labels(route=route, status=str(status)).inc()
-        metrics.request_latency.labels(route=route).observe(time.monotonic() - started)
+        metrics.observe_request(route, status, time.monotonic() - started)
 
 
 @web.middleware
@@ -319,7 +327,7 @@ def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= _MAX_REQUEST_ID_LENGTH and given.isascii() and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return next(request.app[STATE_KEY].request_ids)
 
 
 # ---- application ---------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any
@@ -33,14 +35,50 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, log_format: str, role: str) -> None:
+    logging.getLogger().handlers[:] = [_stderr_handler(log_format, role)]
+    logging.getLogger().setLevel(level.upper())
+
+
+def _stderr_handler(log_format: str, role: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{role} %(process)d] %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    return handler
+
+
+class _DeferredFormatQueueHandler(logging.handlers.QueueHandler):
+    """Queue the record as is: formatting happens on the writer thread.
+
+    (The stdlib's ``prepare`` formats on the calling thread, which here is
+    the event loop.) Safe in-process: our log arguments are not mutated."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+class OffLoopLogging:
+    """The front-end's logging: records are queued on the calling thread and
+    formatted and written to stderr by one writer thread, so an access line
+    per request (or a slow stderr pipe) costs the event loop a queue put,
+    not a format and a blocking write. ``start``/``stop`` bracket the server."""
+
+    def __init__(self, level: str, log_format: str, role: str) -> None:
+        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._listener = logging.handlers.QueueListener(self._queue, _stderr_handler(log_format, role))
+        self._level = level.upper()
+
+    def start(self) -> None:
+        root = logging.getLogger()
+        root.handlers[:] = [_DeferredFormatQueueHandler(self._queue)]
+        root.setLevel(self._level)
+        self._listener.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then hand stderr back to the calling thread."""
+        self._listener.stop()
+        logging.getLogger().handlers[:] = list(self._listener.handlers)
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -62,13 +63,30 @@ class ServerMetrics:
             "inferserve_worker_up", "1 while the worker has the model loaded and accepts work", registry=r,
         )
 
+        # labels() validates and locks on every call; the children are few
+        # (routes x statuses), so each is looked up once.
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._answer_children: dict[int, Any] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        children = self._request_children.get((route, status))
+        if children is None:
+            children = (self.requests.labels(route=route, status=str(status)),
+                        self.request_latency.labels(route=route))
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def track_backend(self, queue_depth: Callable[[], float], worker_up: Callable[[], float]) -> None:
         """Read these gauges from the backend at scrape time."""
         self.queue_depth.set_function(queue_depth)
         self.worker_up.set_function(worker_up)
 
     def observe_answer(self, worker: int) -> None:
-        self.worker_answers.labels(worker=str(worker)).inc()
+        child = self._answer_children.get(worker)
+        if child is None:
+            child = self._answer_children[worker] = self.worker_answers.labels(worker=str(worker))
+        child.inc()
 
     def observe_batch(self, report: BatchReport) -> None:
         self.batch_size.observe(report.size)
