@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from run import MODELS, OUT, RawHelper, free_port, start_server  # noqa: E402
 
-PAIRS = {"minilm": 200, "bert-base": 60, "minilm-embed": 200}
+PAIRS = {"minilm": 200, "bert-base": 120, "minilm-embed": 200}
 
 
 class KeepAliveClient:

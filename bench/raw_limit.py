@@ -6,7 +6,7 @@ It loads the model once, then answers one JSON line per command on stdin:
 
 With --mode embed it measures sentence embeddings (forward + pooling) instead.
 
-    sweep SECONDS          items/s of pipeline(texts, batch_size=b) for b in 1,8,16,32
+    sweep SECONDS [reverse]  items/s of pipeline(texts, batch_size=b) for b in 1,8,16,32 (or 32..1)
     limit B SECONDS        items/s at batch size B
     single N               median latency (ms) of N pipeline(text) calls
 """
@@ -117,7 +117,8 @@ def main() -> None:
     for line in sys.stdin:
         command, *rest = line.split()
         if command == "sweep":
-            result = {b: raw.limit(b, float(rest[0])) for b in (1, 8, 16, 32)}
+            sizes = (32, 16, 8, 1) if rest[1:] == ["reverse"] else (1, 8, 16, 32)
+            result = {b: raw.limit(b, float(rest[0])) for b in sizes}
         elif command == "limit":
             result = raw.limit(int(rest[0]), float(rest[1]))
         elif command == "single":

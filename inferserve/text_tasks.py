@@ -102,6 +102,10 @@ class ExtractiveQuestionAnswering(_OwnPipeline):
     _DEFAULTS = {"top_k": 1, "doc_stride": 128, "max_answer_len": 15, "max_seq_len": 384,
                  "max_question_len": 64, "handle_impossible_answer": False, "align_to_words": True}
 
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        super().__init__(model, tokenizer)
+        self._model_inputs = set(inspect.signature(model.forward).parameters)
+
     def _sanitize_parameters(self, **params: Any) -> tuple[dict, dict, dict]:
         for name in params:
             if name not in self._DEFAULTS:
@@ -113,10 +117,6 @@ class ExtractiveQuestionAnswering(_OwnPipeline):
             if not isinstance(settings[name], bool):
                 raise ValueError(f"{name} must be true or false")
         return settings, {}, {}
-
-    def __init__(self, model: Any, tokenizer: Any) -> None:
-        super().__init__(model, tokenizer)
-        self._model_inputs = set(inspect.signature(model.forward).parameters)
 
     def check_input(self, value: Any) -> None:
         if not isinstance(value, dict) or set(value) != {"question", "context"}:
@@ -235,14 +235,18 @@ class Seq2SeqGeneration(_OwnPipeline):
         self._prefix = specific.get("prefix") or getattr(model.config, "prefix", None) or ""
         self._generate_defaults = {k: v for k, v in specific.items() if k != "prefix"}
         self._generation_names = set(transformers.GenerationConfig().to_dict())
+        # Multilingual tokenizers (mBART, M2M100, NLLB) build translation
+        # inputs themselves: source language tag, forced target BOS token.
+        self._multilingual = family == "translation" and hasattr(tokenizer, "_build_translation_inputs")
+        parts = task.split("_")  # translation_en_to_fr names both languages
+        self._languages = {"src_lang": parts[1], "tgt_lang": parts[3]} if len(parts) == 4 else {}
 
     def _sanitize_parameters(self, **params: Any) -> tuple[dict, dict, dict]:
         for name in params:
             if name not in self._OWN_PARAMS and name not in self._generation_names:
                 raise _unexpected(name)
-        for name in ("src_lang", "tgt_lang"):
-            if name in params and not hasattr(self.tokenizer, name):
-                raise ValueError(f"{name} is not supported by this model's tokenizer")
+        if ("src_lang" in params or "tgt_lang" in params) and not self._multilingual:
+            raise ValueError("src_lang/tgt_lang need a multilingual translation model (mBART, M2M100, NLLB)")
         if "num_return_sequences" in params:
             _positive_int(params, "num_return_sequences", 1)
         return {}, dict(params), {}
@@ -267,14 +271,15 @@ class Seq2SeqGeneration(_OwnPipeline):
         settings = dict(params)
         clean = settings.pop("clean_up_tokenization_spaces", False)
         truncate = settings.pop("truncation", True)
-        for name in ("src_lang", "tgt_lang"):
-            if name in settings:
-                setattr(self.tokenizer, name, settings.pop(name))
+        languages = {name: settings.pop(name, self._languages.get(name)) for name in ("src_lang", "tgt_lang")}
         limit = self._max_length()
-        encoded = self.tokenizer(
-            [self._prefix + text for text in texts], padding=True, return_tensors="pt",
-            truncation=bool(truncate and limit), max_length=limit if truncate else None,
-        )
+        tokenize = dict(padding=True, return_tensors="pt",
+                        truncation=bool(truncate and limit), max_length=limit if truncate else None)
+        prefixed = [self._prefix + text for text in texts]
+        if self._multilingual:  # as the 4.x TranslationPipeline did
+            encoded = self.tokenizer._build_translation_inputs(prefixed, **languages, **tokenize)
+        else:
+            encoded = self.tokenizer(prefixed, **tokenize)
         encoded.pop("token_type_ids", None)  # encoder-decoder models take none
         encoded = encoded.to(self.device)
         with torch.inference_mode():
