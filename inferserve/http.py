@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
-import os
 import importlib.metadata
+import itertools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +45,7 @@ _INLINE_PARSE_BYTES = 64 * 1024
 _MAX_REQUEST_ID_LENGTH = 128
 # Routes that stay open without the API key: liveness/readiness probes.
 _PUBLIC_PATHS = frozenset({"/health", "/ready"})
+
 
 def _request_ids() -> Iterator[str]:
     # 32 hex digits like a uuid4, without a getrandom() call and a UUID per

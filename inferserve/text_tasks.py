@@ -30,12 +30,10 @@ SEQ2SEQ_OUTPUT_KEYS = {
 
 def own_task_family(task: str) -> str | None:
     """Which of our implementations serves ``task``, if any."""
-    if task == "question-answering":
+    if task in ("question-answering", "text2text-generation", "summarization"):
         return task
-    if task in ("text2text-generation", "summarization") or task == "translation" or (
-        task.startswith("translation_") and "_to_" in task
-    ):
-        return "translation" if task.startswith("translation") else task
+    if task == "translation" or (task.startswith("translation_") and "_to_" in task):
+        return "translation"  # translation_en_to_de names its languages
     return None
 
 

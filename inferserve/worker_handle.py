@@ -146,9 +146,8 @@ class WorkerHandle:
                 channel.send(InferRequest(request_id, inputs, params, single, deadline, kind, embed))
             except (OSError, ValueError) as exc:  # the pipe broke under us
                 raise WorkerDied("the worker went away") from exc
-            # One timer on the loop's clock (time.monotonic, as ``deadline``)
-            # instead of wait_for's extra task hops on every answer.
-            timer = loop.call_at(deadline, _expire, future)
+            # One timer instead of wait_for's extra task hops on every answer.
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, future)
             try:
                 return await future
             finally:
