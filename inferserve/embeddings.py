@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .model import token_limit
 from .rejections import InputRejected
 from .runner import Prepared
 
@@ -65,9 +66,7 @@ class SentenceEmbedder:
         self._device = pipe.device
         self._truncate = truncate
         self.config = read_pooling_config(model_dir) if os.path.isdir(model_dir) else PoolingConfig()
-        limits = [self.config.max_seq_length, getattr(self._model.config, "max_position_embeddings", None),
-                  getattr(self._tokenizer, "model_max_length", None)]
-        self.max_tokens = min(n for n in limits if isinstance(n, int) and 0 < n < 1_000_000)
+        self.max_tokens = token_limit(self._tokenizer, self._model.config, self.config.max_seq_length)
         self.dimension = int(self._model.config.hidden_size)
         self._vocab_size = int(self._model.config.vocab_size)
 
@@ -81,7 +80,7 @@ class SentenceEmbedder:
             ids = list(value)
         else:
             raise InputRejected("each input must be a non-empty string or a list of token ids")
-        if len(ids) > self.max_tokens:
+        if self.max_tokens is not None and len(ids) > self.max_tokens:
             if not self._truncate:
                 raise InputRejected(f"input is {len(ids)} tokens long; the model takes at most {self.max_tokens}")
             if isinstance(value, str):

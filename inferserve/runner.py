@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers.pipelines.base import pad_collate_fn
 
-from .model import LoadedModel
+from .model import LoadedModel, token_limit
 from .rejections import InputRejected, ParametersRejected
 
 log = logging.getLogger("inferserve.worker")
@@ -39,8 +39,6 @@ _WARMUP_PARAMS: dict[str, dict[str, Any]] = {
     "text-generation": {"max_new_tokens": 1, "do_sample": False},
 }
 _GENERATE_ONE_TOKEN = {"max_new_tokens": 1}
-# A tokenizer's model_max_length above this is the "unset" sentinel.
-_UNSET_MAX_LENGTH = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +72,7 @@ class BatchRunner:
             if self._staged and self._can_pad
             else None
         )
-        self.max_tokens = _max_tokens(self._pipe)
+        self.max_tokens = token_limit(tokenizer, self._pipe.model.config)
 
     # ---- per request (intake thread) -------------------------------------
 
@@ -241,17 +239,6 @@ def run_isolated(batch: list[Prepared], compute: Callable[[list[Prepared]], list
                 torch.cuda.empty_cache()
         mid = len(batch) // 2
         return run_isolated(batch[:mid], compute) + run_isolated(batch[mid:], compute)
-
-
-def _max_tokens(pipe: Any) -> int | None:
-    # The smaller of what the tokenizer and the position embeddings allow.
-    tokenizer = getattr(pipe, "tokenizer", None)
-    limits = [
-        getattr(tokenizer, "model_max_length", None),
-        getattr(pipe.model.config, "max_position_embeddings", None),
-    ]
-    usable = [n for n in limits if isinstance(n, int) and 0 < n < _UNSET_MAX_LENGTH]
-    return min(usable, default=None)
 
 
 def _public_message(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import transformers
 
+from .model import token_limit
 from .rejections import InputRejected
 
 SEQ2SEQ_OUTPUT_KEYS = {
@@ -62,12 +63,7 @@ class _OwnPipeline:
         self._preprocess_params: dict[str, Any] = {}
         self._forward_params: dict[str, Any] = {}
         self._postprocess_params: dict[str, Any] = {}
-
-    def _max_length(self) -> int | None:
-        limits = [getattr(self.tokenizer, "model_max_length", None),
-                  getattr(self.model.config, "max_position_embeddings", None)]
-        usable = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
-        return min(usable, default=None)
+        self._token_limit = token_limit(tokenizer, model.config)
 
 
 def _unexpected(name: str) -> TypeError:
@@ -143,7 +139,7 @@ class ExtractiveQuestionAnswering(_OwnPipeline):
         return answers if isinstance(inputs, list) else answers[0]
 
     def _encode(self, value: dict[str, str], settings: dict[str, Any]) -> Any:
-        max_seq_len = min(settings["max_seq_len"], self._max_length() or settings["max_seq_len"])
+        max_seq_len = min(settings["max_seq_len"], self._token_limit or settings["max_seq_len"])
         return self.tokenizer(
             value["question"], value["context"], truncation="only_second", max_length=max_seq_len,
             stride=min(settings["doc_stride"], max_seq_len // 2), return_overflowing_tokens=True,
@@ -270,7 +266,7 @@ class Seq2SeqGeneration(_OwnPipeline):
         clean = settings.pop("clean_up_tokenization_spaces", False)
         truncate = settings.pop("truncation", True)
         languages = {name: settings.pop(name, self._languages.get(name)) for name in ("src_lang", "tgt_lang")}
-        limit = self._max_length()
+        limit = self._token_limit
         tokenize = dict(padding=True, return_tensors="pt",
                         truncation=bool(truncate and limit), max_length=limit if truncate else None)
         prefixed = [self._prefix + text for text in texts]

