@@ -350,7 +350,6 @@ class Worker:
         else:
             outputs = self._runner.run(payloads, params)
         compute_ms = (time.monotonic() - started) * 1000.0
-        self._channel.send(BatchReport(size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms))
         # Nothing queued: encode and send here, sparing the lone request a
         # hand-off to the reply thread. Under load the reply thread does it,
         # so the model thread is already on its next batch.
@@ -365,6 +364,8 @@ class Worker:
             state = self._tracker.complete(item, output, len(items), started, compute_ms)
             if state is not None:
                 reply(state)
+        # After the answers: the front-end wakes for those first.
+        self._channel.send(BatchReport(size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms))
 
     def _send_encoded(self, state: _RequestState) -> None:
         self._channel.send(self._encode(state))

@@ -1,8 +1,8 @@
 """The front-end's handle on one worker process: spawn, dispatch, restart.
 
 Lives in the front-end process and never imports torch. Pending requests
-are ``asyncio.Future``s keyed by request id; a reader thread receives
-results from the pipe and resolves them on the event loop. A worker that
+are ``asyncio.Future``s keyed by request id; the event loop reads results
+from the pipe itself (``LoopReader``) and resolves them. A worker that
 dies fails its in-flight requests at once (``WorkerDied``) and is restarted
 with an exponential backoff.
 """
@@ -28,12 +28,12 @@ from .ipc import (
     FromWorker,
     InferRequest,
     InferResult,
+    LoopReader,
     RequestKind,
     StopWorker,
     StreamChunk,
     WorkerFailed,
     WorkerReady,
-    start_reader_thread,
 )
 from .worker import worker_main
 
@@ -71,6 +71,7 @@ class WorkerHandle:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: Any = None
         self._channel: Channel | None = None
+        self._reader: LoopReader | None = None
         self._generation = 0
         self._info: WorkerReady | None = None
         self._ready = False
@@ -104,6 +105,8 @@ class WorkerHandle:
                 pass
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, _join_or_kill, process, timeout)
+            if self._reader is not None:
+                self._reader.stop()
             channel.close()
         self._fail_pending(WorkerUnavailable("the server is shutting down"))
 
@@ -218,12 +221,13 @@ class WorkerHandle:
         self._process = process
         self._channel = Channel(parent_end)
         log.info("worker %d: process %d started (generation %d)", self.index, process.pid, generation)
-        start_reader_thread(
+        self._reader = LoopReader(
+            loop,
             self._channel,
-            on_message=lambda m: loop.call_soon_threadsafe(self._on_message, generation, m),
-            on_closed=lambda: loop.call_soon_threadsafe(self._on_closed, generation),
-            name=f"worker-reader-{generation}",
+            on_message=lambda m: self._on_message(generation, m),
+            on_closed=lambda: self._on_closed(generation),
         )
+        self._reader.start()
 
     def _on_message(self, generation: int, message: FromWorker) -> None:
         if generation != self._generation:
@@ -258,6 +262,8 @@ class WorkerHandle:
         if generation != self._generation:
             return
         self._ready = False
+        if self._channel is not None:
+            self._channel.close()
         self._fail_pending(WorkerDied(f"worker {self.index} died"))
         if self._stopping or (self.fatal is not None and self.fatal.done()):
             return
