@@ -1,18 +1,19 @@
 """The pipe protocol between the front-end and a worker process.
 
-Messages are frozen dataclasses. They travel over a ``multiprocess`` Pipe
-(a socket pair) as length-prefixed frames of plain pickle (protocol 5 is
-faster than dill for these flat records and keeps the wire format explicit).
-Many requests are in flight at once over one pipe, matched by ``request_id``.
+Messages are frozen dataclasses. They travel over two one-way ``multiprocess``
+pipes (one per direction) as length-prefixed frames of plain pickle (protocol
+5 is faster than dill for these flat records and keeps the wire format
+explicit). Many requests are in flight at once, matched by ``request_id``.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
+import fcntl
 import logging
 import os
 import pickle
-import socket
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any, Callable
 _PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 _HEADER = struct.Struct("!I")  # frame length
 _READ_CHUNK = 256 * 1024
+_PIPE_BYTES = 1024 * 1024
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 log = logging.getLogger("inferserve")
 
@@ -134,13 +137,27 @@ ToWorker = InferRequest | CancelRequest | StopWorker
 FromWorker = InferResult | StreamChunk | BatchReport | WorkerReady | WorkerFailed
 
 
+def open_pipes(context: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The two one-way pipes between the front-end and one worker.
+
+    Returns the front-end's ends and the worker's ends, each as
+    ``(receive, send)`` connections to hand to ``Channel``. One pipe per
+    direction: on a single duplex socket, reading an answer also woke the
+    worker's intake thread blocked on the same socket (a shared wait queue),
+    a wasted wake-up on every answer.
+    """
+    to_worker_receive, to_worker_send = context.Pipe(duplex=False)
+    to_front_receive, to_front_send = context.Pipe(duplex=False)
+    return (to_front_receive, to_worker_send), (to_worker_receive, to_front_send)
+
+
 class Channel:
-    """One end of a duplex socket pair that carries protocol messages.
+    """One side of the two pipes between the front-end and a worker.
 
     Each message is one frame: a 4-byte big-endian length, then the pickle.
-    We frame it ourselves on the pair's socket (rather than use
-    ``Connection.send_bytes``) so a frame leaves in one ``sendmsg`` without
-    copying the payload, arrives in one ``recv_into``, and can be read
+    We frame it ourselves on the pipes' descriptors (rather than use
+    ``Connection.send_bytes``) so a frame leaves in one ``writev`` without
+    copying the payload, is read into a reused buffer, and can be read
     without blocking from an event loop (``read_available``).
 
     ``send`` is safe from several threads. A channel is read in one style:
@@ -148,32 +165,45 @@ class Channel:
     ``read_available`` from an event loop's reader callback (the front-end).
     """
 
-    def __init__(self, connection: Any) -> None:
-        # Take the descriptor over: the Connection object must not close it too.
-        self._socket = socket.socket(fileno=os.dup(connection.fileno()))
-        connection.close()
-        self._socket.setblocking(True)
+    def __init__(self, ends: tuple[Any, Any]) -> None:
+        receive, send = ends
+        # Take the descriptors over: the Connection objects must not close them too.
+        self._receive_fd = os.dup(receive.fileno())
+        self._send_fd = os.dup(send.fileno())
+        receive.close()
+        send.close()
+        _widen_pipe(self._send_fd)
         self._send_lock = threading.Lock()
-        self._unread = bytearray()  # read_available: bytes of frames not yet complete
+        self._closed = False
+        self._chunk = bytearray(_READ_CHUNK)  # read_available reads into this
+        self._unread = bytearray()  # bytes of frames not yet complete
 
     def fileno(self) -> int:
-        return self._socket.fileno()
+        """The descriptor to wait on for incoming messages."""
+        return self._receive_fd
 
     def send(self, message: ToWorker | FromWorker) -> None:
         payload = pickle.dumps(message, protocol=_PICKLE_PROTOCOL)
-        header = _HEADER.pack(len(payload))
+        frame: list[Any] = [_HEADER.pack(len(payload)), payload]
         with self._send_lock:
-            sent = self._socket.sendmsg([header, payload])
-            if sent < len(header):  # rare: a nearly full buffer took part of the header
-                self._socket.sendall(header[sent:])
-                sent = len(header)
-            if sent - len(header) < len(payload):
-                self._socket.sendall(memoryview(payload)[sent - len(header):])
+            if self._closed:  # never write to a descriptor number reused since
+                raise OSError(errno.EBADF, "the channel is closed")
+            remaining = _HEADER.size + len(payload)
+            while True:
+                written = os.writev(self._send_fd, frame)
+                remaining -= written
+                if not remaining:
+                    return
+                frame = _unwritten(frame, written)
 
     def recv(self) -> ToWorker | FromWorker:
         """Block until the next message; EOFError once the other end is gone."""
-        (size,) = _HEADER.unpack(self._recv_exactly(_HEADER.size))
-        return pickle.loads(self._recv_exactly(size))
+        (size,) = _HEADER.unpack(self._read_exactly(_HEADER.size))
+        return pickle.loads(self._read_exactly(size))
+
+    def set_nonblocking_reads(self) -> None:
+        """Required before ``read_available`` (the receive end is ours alone)."""
+        os.set_blocking(self._receive_fd, False)
 
     def read_available(self) -> tuple[list[ToWorker | FromWorker], bool]:
         """Every complete message readable now, without blocking, and whether
@@ -181,17 +211,17 @@ class Channel:
         closed = False
         while True:
             try:
-                chunk = self._socket.recv(_READ_CHUNK, socket.MSG_DONTWAIT)
+                count = os.readv(self._receive_fd, [self._chunk])
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # ECONNRESET and the like: the worker is gone
+            except OSError:  # the worker is gone
                 closed = True
                 break
-            if not chunk:
+            if count == 0:
                 closed = True
                 break
-            self._unread += chunk
-            if len(chunk) < _READ_CHUNK:
+            self._unread += memoryview(self._chunk)[:count]
+            if count < _READ_CHUNK:
                 break  # drained: spare the syscall that would say EAGAIN
         return self._complete_frames(), closed
 
@@ -211,25 +241,52 @@ class Channel:
             del buffer[:offset]
         return messages
 
-    def _recv_exactly(self, size: int) -> bytearray:
+    def _read_exactly(self, size: int) -> bytearray:
         buffer = bytearray(size)
         view = memoryview(buffer)
         received = 0
         while received < size:
-            count = self._socket.recv_into(view[received:], size - received)
+            count = os.readv(self._receive_fd, [view[received:]])
             if count == 0:
                 raise EOFError("the other end closed the channel")
             received += count
         return buffer
 
     def close(self) -> None:
-        self._socket.close()
+        with self._send_lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._send_fd)
+            os.close(self._receive_fd)
+
+
+def _unwritten(frame: list[Any], written: int) -> list[Any]:
+    """What is left of a frame's buffers after a partial write."""
+    rest: list[Any] = []
+    for part in frame:
+        if written >= len(part):
+            written -= len(part)
+            continue
+        rest.append(memoryview(part)[written:])
+        written = 0
+    return rest
+
+
+def _widen_pipe(fd: int) -> None:
+    # One answer can be hundreds of KiB (a token vector per input token):
+    # with the default 64 KiB pipe the writer would block and the reader
+    # wake once per 64 KiB. Linux lets any process ask for up to 1 MiB.
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_BYTES)
+    except OSError:
+        pass  # not Linux, or a lower pipe-max-size: the default still works
 
 
 class LoopReader:
     """Reads a channel on an asyncio event loop (``loop.add_reader``).
 
-    The loop is woken straight by the socket and handles each message in the
+    The loop is woken straight by the pipe and handles each message in the
     same turn: no reader thread, no ``call_soon_threadsafe`` hand-off (one
     thread wake-up fewer per answer). Messages are small records whose body
     the worker has already encoded, so unpickling them costs the loop little.
@@ -251,6 +308,7 @@ class LoopReader:
         self._reading = False
 
     def start(self) -> None:
+        self._channel.set_nonblocking_reads()
         self._loop.add_reader(self._fd, self._on_readable)
         self._reading = True
 

@@ -49,7 +49,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def worker_main(
-    connection: Any, spec: ModelSpec, policy: BatchPolicy, log_level: str, log_format: str = "text"
+    pipe_ends: tuple[Any, Any], spec: ModelSpec, policy: BatchPolicy, log_level: str, log_format: str = "text"
 ) -> None:
     """Process entry point (spawned by the front-end's supervisor)."""
     parent = os.getppid()
@@ -60,7 +60,7 @@ def worker_main(
     if spec.niceness:
         os.nice(spec.niceness)
     configure_logging(log_level, log_format, role="worker")
-    channel = Channel(connection)
+    channel = Channel(pipe_ends)
     try:
         # Heavy imports happen here, never in a module the front-end imports.
         from .model import load_model

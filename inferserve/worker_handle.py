@@ -34,6 +34,7 @@ from .ipc import (
     StreamChunk,
     WorkerFailed,
     WorkerReady,
+    open_pipes,
 )
 from .worker import worker_main
 
@@ -208,18 +209,19 @@ class WorkerHandle:
     async def _spawn(self) -> None:
         self._generation += 1
         generation = self._generation
-        parent_end, child_end = self._context.Pipe(duplex=True)
+        front_ends, worker_ends = open_pipes(self._context)
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, self._spec, self._policy, *self._log_settings),
+            args=(worker_ends, self._spec, self._policy, *self._log_settings),
             name=f"inferserve-worker-{self.index}",
             daemon=True,
         )
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, process.start)
-        child_end.close()  # else our copy keeps the pipe open after the child dies
+        for end in worker_ends:
+            end.close()  # else our copies keep the pipes open after the child dies
         self._process = process
-        self._channel = Channel(parent_end)
+        self._channel = Channel(front_ends)
         log.info("worker %d: process %d started (generation %d)", self.index, process.pid, generation)
         self._reader = LoopReader(
             loop,
