@@ -94,6 +94,9 @@ class InferResult:
     batch_size: int = 0
     queue_ms: float = 0.0
     compute_ms: float = 0.0
+    # The report of the batch that computed this answer, when the worker
+    # sends it along instead of as a message of its own (one frame fewer).
+    batch: BatchReport | None = None
 
 
 @dataclass(frozen=True, slots=True)

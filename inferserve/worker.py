@@ -18,7 +18,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import orjson
@@ -350,22 +350,38 @@ class Worker:
         else:
             outputs = self._runner.run(payloads, params)
         compute_ms = (time.monotonic() - started) * 1000.0
-        # Nothing queued: encode and send here, sparing the lone request a
-        # hand-off to the reply thread. Under load the reply thread does it,
-        # so the model thread is already on its next batch.
-        reply = self._send_encoded if len(self._batcher) == 0 else self._finished.put
+        report: BatchReport | None = BatchReport(
+            size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms
+        )
+        # Under load the reply thread encodes and sends, so the model thread is
+        # already on its next batch; the report goes first, so the front-end
+        # has counted the batch before any of its answers reaches a client.
+        inline = len(self._batcher) == 0
+        if not inline:
+            self._channel.send(report)
+            report = None
         for item, output in zip(items, outputs):
             if isinstance(output, Exception):
                 outcome, message = _classify_failure(output)
                 if outcome is Outcome.INTERNAL:
                     log.error("request %d failed", item.request_id, exc_info=output)
-                self._send(self._tracker.fail(item.request_id, outcome, message))
-                continue
-            state = self._tracker.complete(item, output, len(items), started, compute_ms)
-            if state is not None:
-                reply(state)
-        # After the answers: the front-end wakes for those first.
-        self._channel.send(BatchReport(size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms))
+                result = self._tracker.fail(item.request_id, outcome, message)
+            else:
+                state = self._tracker.complete(item, output, len(items), started, compute_ms)
+                if state is None:
+                    continue  # more of its inputs are still to come
+                if not inline:
+                    self._finished.put(state)
+                    continue
+                result = self._encode(state)
+            if result is not None and report is not None:
+                # Nothing else queued: this thread answers at once (no hand-off
+                # to the reply thread), the report riding on its first answer.
+                result = replace(result, batch=report)
+                report = None
+            self._send(result)
+        if report is not None:  # no answer left this batch (a request's inputs span batches)
+            self._channel.send(report)
 
     def _send_encoded(self, state: _RequestState) -> None:
         self._channel.send(self._encode(state))

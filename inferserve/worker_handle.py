@@ -235,6 +235,8 @@ class WorkerHandle:
         if generation != self._generation:
             return
         if isinstance(message, InferResult):
+            if message.batch is not None and self._on_batch is not None:
+                self._on_batch(message.batch)  # counted before the answer is delivered
             future = self._pending.get(message.request_id)
             if future is not None and not future.done():
                 future.set_result(message)
