@@ -35,6 +35,10 @@ def test_messages_arrive_whole_and_in_order_both_ways() -> None:
         sender.join()
         front.send(BatchReport(2, 3, 1.0))
         assert worker.recv() == BatchReport(2, 3, 1.0)
+        # Many frames arrive in one read: recv hands them out one at a time, in order.
+        for i in range(50):
+            front.send(BatchReport(i, i, float(i)))
+        assert [worker.recv() for _ in range(50)] == [BatchReport(i, i, float(i)) for i in range(50)]
     finally:
         front.close()
         worker.close()
