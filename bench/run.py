@@ -239,7 +239,9 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
         "Server flags: the defaults (`--max-batch-size 32`, adaptive wait), whatever batch size the raw "
         "pipeline does best at; closed-loop load, "
         f"{args.seconds:g} s per measurement (x3 for bert-base, whose batches of 32 take over a second) "
-        f"after {args.warmup:g} s warm-up; single-input JSON requests.",
+        f"after {args.warmup:g} s warm-up; single-input JSON requests. Requests/s count the answers between the "
+        "ends of whole answer bursts (a batch's answers arrive together; a fixed window would cut a burst at each "
+        "end, +-1 batch, 7% for bert-base), as the raw limit times whole batches.",
         "",
     ]
     for r in results:
