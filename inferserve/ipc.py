@@ -180,7 +180,7 @@ class Channel:
         _widen_pipe(self._send_fd)
         self._send_lock = threading.Lock()
         self._closed = False
-        self._chunk = bytearray(_READ_CHUNK)  # read_available reads into this
+        self._chunk = bytearray(_READ_CHUNK)  # every read lands here first (no allocation per read)
         self._unread = bytearray()  # bytes of frames not yet complete
         self._parsed: deque[ToWorker | FromWorker] = deque()  # recv: read, not yet returned
 

@@ -49,7 +49,8 @@ def _stderr_handler(log_format: str, role: str) -> logging.Handler:
 
 
 class _HandOffHandler(logging.Handler):
-    """Hands each record to the writer thread as is: no formatting here."""
+    """Hands each record to the writer thread as is: it is formatted there.
+    (Safe in-process: our log arguments are not mutated after the call.)"""
 
     def __init__(self, writer: OffLoopLogging) -> None:
         super().__init__()
