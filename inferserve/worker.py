@@ -233,7 +233,7 @@ class Worker:
     def _reply_loop(self) -> None:
         """Encode and send finished requests while the model runs the next batch."""
         while (state := self._finished.get()) is not None:
-            self._send_encoded(state)
+            self._channel.send(self._encode(state))
 
     # ---- intake thread -----------------------------------------------------
 
@@ -382,9 +382,6 @@ class Worker:
             self._send(result)
         if report is not None:  # no answer left this batch (a request's inputs span batches)
             self._channel.send(report)
-
-    def _send_encoded(self, state: _RequestState) -> None:
-        self._channel.send(self._encode(state))
 
     def _encode(self, state: _RequestState) -> InferResult:
         request = state.request

