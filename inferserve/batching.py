@@ -1,10 +1,13 @@
 """Deadline-bounded dynamic batching: the worker's pending queue.
 
-The intake thread ``put``s items; the model thread calls ``next_batch``,
-which blocks while the queue is empty (no polling) and otherwise closes a
-batch at ``first_arrival + max_delay`` or at ``max_size`` items, whichever
-comes first. The clock is that of the oldest queued item, so items that
-queued up while the model was busy form the next batch at once.
+The worker's model thread ``put``s the items it reads from the pipe and
+asks ``due_in`` when the next batch is due: a batch closes at
+``first_arrival + max_delay`` or at ``max_size`` items, whichever comes
+first. The clock is that of the oldest queued item, so items that queued up
+while the model was busy form the next batch at once. The batcher never
+waits itself: the model thread waits on the pipe until ``due_in`` (no
+polling), so an arrival and a deadline wake the same thread. One thread
+owns a batcher; it has no lock.
 
 Items only share a batch with items of the same ``group`` (same pipeline
 parameters). An optional token budget bounds ``count x longest`` so that one
@@ -13,7 +16,6 @@ long input cannot blow up a whole batch.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -73,66 +75,49 @@ class Batcher:
         self._queued = 0
         self._last_batch_size = 0
         self._closed = False
-        self._cond = threading.Condition()
-
-    # ---- producer side -------------------------------------------------
 
     def put(self, item: WorkItem) -> None:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("batcher is closed")
-            self._groups.setdefault(item.group, deque()).append(item)
-            self._queued += 1
-            self._cond.notify()
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        self._groups.setdefault(item.group, deque()).append(item)
+        self._queued += 1
 
     def discard(self, request_id: int) -> int:
         """Drop the queued items of a cancelled request; returns how many."""
-        with self._cond:
-            dropped = 0
-            for key in list(self._groups):
-                queue = self._groups[key]
-                kept = deque(i for i in queue if i.request_id != request_id)
-                dropped += len(queue) - len(kept)
-                if kept:
-                    self._groups[key] = kept
-                else:
-                    del self._groups[key]
-            self._queued -= dropped
-            return dropped
+        dropped = 0
+        for key in list(self._groups):
+            queue = self._groups[key]
+            kept = deque(i for i in queue if i.request_id != request_id)
+            dropped += len(queue) - len(kept)
+            if kept:
+                self._groups[key] = kept
+            else:
+                del self._groups[key]
+        self._queued -= dropped
+        return dropped
 
     def close(self) -> None:
-        """No more items; ``next_batch`` drains what is queued, then returns None."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        """No more items; whatever is queued is due at once."""
+        self._closed = True
 
     def __len__(self) -> int:
-        with self._cond:
-            return self._queued
+        return self._queued
 
-    # ---- consumer side -------------------------------------------------
+    def due_in(self) -> float | None:
+        """Seconds until the next batch is due: None while nothing is queued,
+        0.0 when one is due now (``take`` it)."""
+        if not self._groups:
+            return None
+        _, queue = self._oldest_group()
+        if self._closed or len(queue) >= self._wait_target():
+            return 0.0
+        return max(0.0, queue[0].arrival + self._max_delay_s - self._clock())
 
-    def next_batch(self) -> Batch | None:
-        """Block until a batch is due; None once closed and empty."""
-        with self._cond:
-            while True:
-                while not self._groups and not self._closed:
-                    self._cond.wait()
-                if not self._groups:
-                    return None
-                key, queue = self._oldest_group()
-                close_at = queue[0].arrival + self._max_delay_s
-                target = self._wait_target()
-                while len(queue) < target and not self._closed:
-                    remaining = close_at - self._clock()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                    if self._groups.get(key) is not queue:
-                        break  # emptied by a cancellation: start over
-                if self._groups.get(key) is not queue:
-                    continue
-                return self._take(key, queue)
+    def take(self) -> Batch:
+        """The next batch, from the group whose first item is oldest."""
+        if not self._groups:
+            raise LookupError("no batch is queued")
+        return self._take(*self._oldest_group())
 
     def _oldest_group(self) -> tuple[Hashable, deque[WorkItem]]:
         return min(self._groups.items(), key=lambda kv: kv[1][0].arrival)

@@ -12,8 +12,10 @@ import enum
 import errno
 import fcntl
 import logging
+import math
 import os
 import pickle
+import select
 import struct
 import threading
 from collections import deque
@@ -147,8 +149,8 @@ def open_pipes(context: Any) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     Returns the front-end's ends and the worker's ends, each as
     ``(receive, send)`` connections to hand to ``Channel``. One pipe per
     direction: on a single duplex socket, reading an answer also woke the
-    worker's intake thread blocked on the same socket (a shared wait queue),
-    a wasted wake-up on every answer.
+    worker's thread waiting on the same socket (a shared wait queue), a
+    wasted wake-up on every answer.
     """
     to_worker_receive, to_worker_send = context.Pipe(duplex=False)
     to_front_receive, to_front_send = context.Pipe(duplex=False)
@@ -161,13 +163,15 @@ class Channel:
     Each message is one frame: a 4-byte big-endian length, then the pickle.
     We frame it ourselves on the pipes' descriptors (rather than use
     ``Connection.send_bytes``) so a frame leaves in one ``writev`` without
-    copying the payload, is read into a reused buffer (several frames per
-    read when several have arrived), and can be read without blocking from
-    an event loop (``read_available``).
+    copying the payload, and whatever has arrived is read in one call into a
+    reused buffer (several frames per read under load).
 
-    ``send`` is safe from several threads. A channel is read in one style:
-    blocking ``recv`` on one dedicated thread (the worker), or
-    ``read_available`` from an event loop's reader callback (the front-end).
+    Reads never block inside a read call: ``read_available`` returns what
+    has arrived (an event loop's reader callback), ``receive`` first waits
+    for the pipe with a timeout (the worker's model thread, which must wake
+    at its batch deadline). ``send`` blocks until the frame is written and
+    is safe from several threads; an event loop sends through a
+    ``LoopWriter`` instead, which never blocks.
     """
 
     def __init__(self, ends: tuple[Any, Any]) -> None:
@@ -178,58 +182,78 @@ class Channel:
         receive.close()
         send.close()
         _widen_pipe(self._send_fd)
+        os.set_blocking(self._receive_fd, False)  # this end is ours alone
+        self._readable = select.poll()
+        self._readable.register(self._receive_fd, select.POLLIN)
         self._send_lock = threading.Lock()
         self._closed = False
         self._chunk = bytearray(_READ_CHUNK)  # every read lands here first (no allocation per read)
         self._unread = bytearray()  # bytes of frames not yet complete
-        self._parsed: deque[ToWorker | FromWorker] = deque()  # recv: read, not yet returned
 
     def fileno(self) -> int:
         """The descriptor to wait on for incoming messages."""
         return self._receive_fd
 
+    def writer_fileno(self) -> int:
+        """The descriptor to wait on for room to send."""
+        return self._send_fd
+
     def send(self, message: ToWorker | FromWorker) -> None:
-        payload = pickle.dumps(message, protocol=_PICKLE_PROTOCOL)
-        frame: list[Any] = [_HEADER.pack(len(payload)), payload]
+        frame = encode_frame(message)
         with self._send_lock:
-            if self._closed:  # never write to a descriptor number reused since
-                raise OSError(errno.EBADF, "the channel is closed")
-            remaining = _HEADER.size + len(payload)
-            while True:
+            self._check_open()
+            while frame:
+                frame = _unwritten(frame, os.writev(self._send_fd, frame))
+
+    def send_some(self, frame: list[Any]) -> list[Any]:
+        """Write what the pipe takes now of a frame (from ``encode_frame``),
+        without blocking; returns the rest, empty once all is written.
+        Requires ``set_nonblocking_writes``."""
+        with self._send_lock:
+            self._check_open()
+            try:
                 written = os.writev(self._send_fd, frame)
-                remaining -= written
-                if not remaining:
-                    return
-                frame = _unwritten(frame, written)
+            except (BlockingIOError, InterruptedError):
+                return frame
+        return _unwritten(frame, written)
 
-    def recv(self) -> ToWorker | FromWorker:
-        """Block until the next message; EOFError once the other end is gone.
+    def set_nonblocking_writes(self) -> None:
+        """Required before ``send_some`` (the send end is ours alone)."""
+        os.set_blocking(self._send_fd, False)
 
-        Reads whatever has arrived (up to 256 KiB) in one call and keeps the
-        frames beyond the first for the next calls: under load, one system
-        call per burst of requests rather than two per request."""
-        while not self._parsed:
-            count = os.readv(self._receive_fd, [self._chunk])
-            if count == 0:
-                raise EOFError("the other end closed the channel")
-            self._unread += memoryview(self._chunk)[:count]
-            self._parsed.extend(self._complete_frames())
-        return self._parsed.popleft()
+    def _check_open(self) -> None:
+        if self._closed:  # never write to a descriptor number reused since
+            raise OSError(errno.EBADF, "the channel is closed")
 
-    def set_nonblocking_reads(self) -> None:
-        """Required before ``read_available`` (the receive end is ours alone)."""
-        os.set_blocking(self._receive_fd, False)
+    def receive(self, timeout: float | None) -> list[ToWorker | FromWorker]:
+        """Every message that has arrived; if none has, wait up to
+        ``timeout`` seconds (None: as long as it takes, 0: not at all) for
+        some. ``[]`` when the wait ran out; EOFError once the other end is
+        gone and every message before that was returned."""
+        messages, closed = self.read_available()
+        if not messages and not closed and timeout != 0:
+            # poll() counts whole milliseconds: round up, so a deadline's
+            # wake-up is never early (an early one would only wait again).
+            self._readable.poll(None if timeout is None else math.ceil(timeout * 1000.0))
+            messages, closed = self.read_available()
+        if closed and not messages:
+            raise EOFError("the other end closed the channel")
+        return messages
+
+    def readable_now(self) -> bool:
+        """Whether a message (or the end of the channel) is waiting to be read."""
+        return bool(self._unread) or bool(self._readable.poll(0))
 
     def read_available(self) -> tuple[list[ToWorker | FromWorker], bool]:
         """Every complete message readable now, without blocking, and whether
-        the other end has closed. For an event loop's reader callback."""
+        the other end has closed."""
         closed = False
         while True:
             try:
                 count = os.readv(self._receive_fd, [self._chunk])
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:  # the worker is gone
+            except OSError:  # the other side is gone
                 closed = True
                 break
             if count == 0:
@@ -263,6 +287,12 @@ class Channel:
             self._closed = True
             os.close(self._send_fd)
             os.close(self._receive_fd)
+
+
+def encode_frame(message: ToWorker | FromWorker) -> list[Any]:
+    """A message as the buffers of one frame: header, then the pickle."""
+    payload = pickle.dumps(message, protocol=_PICKLE_PROTOCOL)
+    return [_HEADER.pack(len(payload)), payload]
 
 
 def _unwritten(frame: list[Any], written: int) -> list[Any]:
@@ -312,7 +342,6 @@ class LoopReader:
         self._reading = False
 
     def start(self) -> None:
-        self._channel.set_nonblocking_reads()
         self._loop.add_reader(self._fd, self._on_readable)
         self._reading = True
 
@@ -331,3 +360,54 @@ class LoopReader:
         if closed:
             self.stop()
             self._on_closed()
+
+
+class LoopWriter:
+    """Sends on a channel from an asyncio event loop without ever blocking it.
+
+    The worker reads its pipe only between forward passes, so a burst of
+    large requests can fill the pipe (1 MiB) while the model runs. A frame
+    the pipe cannot take at once waits here, in order, and the loop writes
+    the rest when the pipe has room (``loop.add_writer``). The backlog is
+    bounded by admission control (requests in flight x body size limit).
+    """
+
+    def __init__(self, loop: Any, channel: Channel) -> None:
+        self._loop = loop
+        self._channel = channel
+        self._fd = channel.writer_fileno()
+        self._backlog: deque[list[Any]] = deque()
+        channel.set_nonblocking_writes()
+
+    @property
+    def backlog(self) -> int:
+        """Frames waiting for room in the pipe."""
+        return len(self._backlog)
+
+    def send(self, message: ToWorker) -> None:
+        """Queue one message; OSError when the channel is closed or broken."""
+        frame = encode_frame(message)
+        if not self._backlog:
+            frame = self._channel.send_some(frame)
+            if not frame:
+                return
+            self._loop.add_writer(self._fd, self._flush)
+        self._backlog.append(frame)
+
+    def stop(self) -> None:
+        """Drop what is still waiting (the worker is gone or being stopped)."""
+        if self._backlog:
+            self._backlog.clear()
+            self._loop.remove_writer(self._fd)
+
+    def _flush(self) -> None:
+        try:
+            while self._backlog:
+                rest = self._channel.send_some(self._backlog[0])
+                if rest:
+                    self._backlog[0] = rest
+                    return
+                self._backlog.popleft()
+        except OSError:  # the worker is gone: its EOF fails the pending requests
+            self._backlog.clear()
+        self._loop.remove_writer(self._fd)

@@ -3,7 +3,7 @@
 ``pipeline(list, batch_size=n)`` pads a batch and hands back padded outputs
 (feature-extraction then returns pad-token vectors a single call would not).
 For the text tasks below we run the pipeline's own stages ourselves:
-``preprocess`` per item (on the intake thread, so it overlaps the model),
+``preprocess`` per item (as each request is read, before its batch forms),
 pad-collate, one ``forward``, then slice each item back to its own length
 and ``postprocess`` it, so every output equals ``pipeline(text)``.
 Other tasks go through the pipeline's own list call.
@@ -74,7 +74,7 @@ class BatchRunner:
         )
         self.max_tokens = token_limit(tokenizer, self._pipe.model.config)
 
-    # ---- per request (intake thread) -------------------------------------
+    # ---- per request, as it arrives ----------------------------------------
 
     def parse_params(self, params: dict[str, Any]) -> PipelineParams:
         try:

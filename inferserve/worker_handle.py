@@ -29,6 +29,7 @@ from .ipc import (
     InferRequest,
     InferResult,
     LoopReader,
+    LoopWriter,
     RequestKind,
     StopWorker,
     StreamChunk,
@@ -73,6 +74,7 @@ class WorkerHandle:
         self._process: Any = None
         self._channel: Channel | None = None
         self._reader: LoopReader | None = None
+        self._writer: LoopWriter | None = None
         self._generation = 0
         self._info: WorkerReady | None = None
         self._ready = False
@@ -98,16 +100,17 @@ class WorkerHandle:
         self._ready = False
         if self._restart_task is not None:
             self._restart_task.cancel()
-        process, channel = self._process, self._channel
-        if process is not None and channel is not None:
+        process, channel, writer = self._process, self._channel, self._writer
+        if process is not None and channel is not None and writer is not None:
             try:
-                channel.send(StopWorker())
+                writer.send(StopWorker())
             except (OSError, ValueError):
                 pass
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, _join_or_kill, process, timeout)
             if self._reader is not None:
                 self._reader.stop()
+            writer.stop()
             channel.close()
         self._fail_pending(WorkerUnavailable("the server is shutting down"))
 
@@ -137,17 +140,17 @@ class WorkerHandle:
         self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float,
         kind: RequestKind = RequestKind.PIPELINE, embed: EmbedOptions | None = None,
     ) -> InferResult:
-        if not self._ready or self._channel is None:
+        if not self._ready or self._writer is None:
             raise WorkerUnavailable("the model is not ready")
         loop = asyncio.get_running_loop()
         request_id = next(self._ids)
         future: asyncio.Future[InferResult] = loop.create_future()
         self._pending[request_id] = future
-        channel = self._channel
+        writer = self._writer
         self._queued_items += len(inputs)
         try:
             try:
-                channel.send(InferRequest(request_id, inputs, params, single, deadline, kind, embed))
+                writer.send(InferRequest(request_id, inputs, params, single, deadline, kind, embed))
             except (OSError, ValueError) as exc:  # the pipe broke under us
                 raise WorkerDied("the worker went away") from exc
             # One timer instead of wait_for's extra task hops on every answer.
@@ -157,10 +160,10 @@ class WorkerHandle:
             finally:
                 timer.cancel()
         except TimeoutError as exc:  # (a subclass of OSError: keep it apart)
-            self._cancel(channel, request_id)
+            self._cancel(writer, request_id)
             raise DeadlineExceeded("the request's deadline passed") from exc
         except asyncio.CancelledError:  # the client went away
-            self._cancel(channel, request_id)
+            self._cancel(writer, request_id)
             raise
         finally:
             self._pending.pop(request_id, None)
@@ -170,15 +173,15 @@ class WorkerHandle:
         self, prompt: str, params: dict[str, Any], deadline: float
     ) -> AsyncIterator[StreamChunk | InferResult]:
         """Yield each generated token's chunk, then the final InferResult."""
-        if not self._ready or self._channel is None:
+        if not self._ready or self._writer is None:
             raise WorkerUnavailable("the model is not ready")
         request_id = next(self._ids)
         queue: asyncio.Queue[StreamChunk | InferResult | Exception] = asyncio.Queue()
         self._streams[request_id] = queue
-        channel = self._channel
+        writer = self._writer
         try:
             try:
-                channel.send(InferRequest(request_id, (prompt,), params, True, deadline, RequestKind.STREAM))
+                writer.send(InferRequest(request_id, (prompt,), params, True, deadline, RequestKind.STREAM))
             except (OSError, ValueError) as exc:
                 raise WorkerDied("the worker went away") from exc
             while True:
@@ -189,18 +192,18 @@ class WorkerHandle:
                 if isinstance(item, InferResult):
                     return
         except TimeoutError as exc:
-            self._cancel(channel, request_id)
+            self._cancel(writer, request_id)
             raise DeadlineExceeded("the request's deadline passed") from exc
         except (asyncio.CancelledError, GeneratorExit):  # client gone, or consumer stopped
-            self._cancel(channel, request_id)
+            self._cancel(writer, request_id)
             raise
         finally:
             self._streams.pop(request_id, None)
 
-    def _cancel(self, channel: Channel, request_id: int) -> None:
-        if channel is self._channel:
+    def _cancel(self, writer: LoopWriter, request_id: int) -> None:
+        if writer is self._writer:  # not a worker restarted since
             try:
-                channel.send(CancelRequest(request_id))
+                writer.send(CancelRequest(request_id))
             except (OSError, ValueError):
                 pass
 
@@ -230,6 +233,7 @@ class WorkerHandle:
             on_closed=lambda: self._on_closed(generation),
         )
         self._reader.start()
+        self._writer = LoopWriter(loop, self._channel)
 
     def _on_message(self, generation: int, message: FromWorker) -> None:
         if generation != self._generation:
@@ -266,6 +270,8 @@ class WorkerHandle:
         if generation != self._generation:
             return
         self._ready = False
+        if self._writer is not None:
+            self._writer.stop()
         if self._channel is not None:
             self._channel.close()
         self._fail_pending(WorkerDied(f"worker {self.index} died"))

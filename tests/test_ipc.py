@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import multiprocess
+import pytest
 
 from inferserve.ipc import (
     BatchReport,
     Channel,
     InferResult,
     LoopReader,
+    LoopWriter,
     Outcome,
     open_pipes,
     _unwritten,
@@ -23,6 +26,16 @@ def channels() -> tuple[Channel, Channel]:
     return Channel(front_ends), Channel(worker_ends)
 
 
+def receive_n(channel: Channel, count: int) -> list[object]:
+    """Block (via ``receive``) until ``count`` messages have arrived."""
+    got: list[object] = []
+    deadline = time.monotonic() + 10
+    while len(got) < count:
+        assert time.monotonic() < deadline, f"only {len(got)} of {count} messages arrived"
+        got.extend(channel.receive(timeout=None))
+    return got
+
+
 def test_messages_arrive_whole_and_in_order_both_ways() -> None:
     front, worker = channels()
     try:
@@ -30,15 +43,14 @@ def test_messages_arrive_whole_and_in_order_both_ways() -> None:
         big = InferResult(1, Outcome.OK, body=bytes(range(256)) * (3 * 4096))
         sender = threading.Thread(target=lambda: [worker.send(big), worker.send(BatchReport(1, 7, 2.5))])
         sender.start()
-        assert front.recv() == big
-        assert front.recv() == BatchReport(1, 7, 2.5)
+        assert receive_n(front, 2) == [big, BatchReport(1, 7, 2.5)]
         sender.join()
         front.send(BatchReport(2, 3, 1.0))
-        assert worker.recv() == BatchReport(2, 3, 1.0)
-        # Many frames arrive in one read: recv hands them out one at a time, in order.
+        assert worker.receive(timeout=None) == [BatchReport(2, 3, 1.0)]
+        # Many frames arrive in one read, all handed out, in order.
         for i in range(50):
             front.send(BatchReport(i, i, float(i)))
-        assert [worker.recv() for _ in range(50)] == [BatchReport(i, i, float(i)) for i in range(50)]
+        assert receive_n(worker, 50) == [BatchReport(i, i, float(i)) for i in range(50)]
     finally:
         front.close()
         worker.close()
@@ -46,7 +58,6 @@ def test_messages_arrive_whole_and_in_order_both_ways() -> None:
 
 def test_read_available_returns_only_complete_frames_and_sees_eof() -> None:
     front, worker = channels()
-    front.set_nonblocking_reads()
     assert front.read_available() == ([], False)  # nothing yet: no blocking
     sent = [InferResult(i, Outcome.OK, body=b"x" * (i * 100_000)) for i in range(1, 6)]
     sender = threading.Thread(target=lambda: [worker.send(m) for m in sent])
@@ -110,3 +121,64 @@ def test_loop_reader_delivers_each_message_then_reports_closing_once() -> None:
     assert got[:20] == [BatchReport(i, i, float(i)) for i in range(20)]
     assert got[20] == InferResult(99, Outcome.OK, body=b"y" * 500_000)
     assert closings == 1
+
+
+def test_receive_waits_for_its_timeout_then_for_a_message_and_sees_eof() -> None:
+    front, worker = channels()
+    started = time.monotonic()
+    assert worker.receive(timeout=0.05) == []  # nothing came: back after the timeout
+    assert 0.05 <= time.monotonic() - started < 1.0
+    assert worker.receive(timeout=0) == [] and not worker.readable_now()
+    threading.Timer(0.1, lambda: front.send(BatchReport(1, 1, 1.0))).start()
+    started = time.monotonic()
+    assert worker.receive(timeout=None) == [BatchReport(1, 1, 1.0)]  # woken by the message
+    assert 0.05 <= time.monotonic() - started < 1.0
+    front.send(BatchReport(2, 2, 2.0))
+    front.close()
+    assert worker.readable_now()
+    assert worker.receive(timeout=None) == [BatchReport(2, 2, 2.0)]  # what came before the end
+    with pytest.raises(EOFError):
+        worker.receive(timeout=None)
+    worker.close()
+
+
+def test_loop_writer_never_blocks_and_delivers_in_order_once_the_pipe_drains() -> None:
+    """While the worker runs a batch nobody reads its pipe: the front-end's
+    sends must queue, not block the event loop, and arrive whole and in order."""
+    big = [InferResult(i, Outcome.OK, body=bytes([i]) * 700_000) for i in range(6)]  # 4 MiB > the 1 MiB pipe
+
+    async def scenario() -> tuple[float, int, list[object]]:
+        front, worker = channels()
+        loop = asyncio.get_running_loop()
+        writer = LoopWriter(loop, front)
+        started = time.monotonic()
+        for message in big:
+            writer.send(message)  # type: ignore[arg-type]
+        send_seconds = time.monotonic() - started
+        backlog = writer.backlog
+        got = await loop.run_in_executor(None, receive_n, worker, len(big))
+        for _ in range(100):  # the loop writes the rest as the pipe drains
+            if not writer.backlog:
+                break
+            await asyncio.sleep(0.01)
+        left = writer.backlog
+        writer.stop()
+        front.close()
+        worker.close()
+        return send_seconds, backlog, got + [left]
+
+    send_seconds, backlog, got = asyncio.run(scenario())
+    assert send_seconds < 0.5 and backlog > 0  # queued, not blocked on the full pipe
+    assert got[:-1] == big and got[-1] == 0
+
+
+def test_loop_writer_fails_fast_on_a_closed_channel() -> None:
+    async def scenario() -> None:
+        front, worker = channels()
+        writer = LoopWriter(asyncio.get_running_loop(), front)
+        front.close()
+        with pytest.raises(OSError):
+            writer.send(BatchReport(1, 1, 1.0))  # type: ignore[arg-type]
+        worker.close()
+
+    asyncio.run(scenario())
