@@ -5,11 +5,11 @@ batch: it validates parameters, tokenizes and queues one WorkItem per input
 in the Batcher, then runs whatever batch is due, waiting on the pipe until
 the open batch's deadline (no polling). Arrivals during a forward pass wait
 in the pipe (1 MiB; the front-end buffers beyond that without blocking) and
-are read at once after it. Tokenizing on the model thread rather than on an
-intake thread that overlaps the forward pass was measured to be faster on
-both ends: at concurrency 1 a request skips the wake-up of a second thread
-(1.2-2 ms less, paired A/B), and at 64 a thread running beside the forward
-pass stalls its OpenMP team (+9% requests/s).
+are read at once after it. Against an intake thread that reads and
+tokenizes beside the forward pass (the earlier design), a request that
+finds the worker idle skips one thread wake-up and GIL hand-off: about
+1 ms less on this 2-vCPU VM (paired A/B, 20 ms between requests); back to
+back and at concurrency 64 the two measured the same within noise.
 
 The reply thread JSON-encodes finished requests and sends them, so the
 model thread is already on its next batch (when nothing else waits, the

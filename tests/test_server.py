@@ -169,6 +169,25 @@ def test_adaptive_wait_answers_a_lone_request_without_the_delay(server_factory, 
     assert time.monotonic() - started < 0.5
 
 
+def test_requests_larger_than_the_worker_pipe_all_arrive_whole(server_factory, fill_mask_model: Path) -> None:
+    """Four ~700 KB requests at once: more than the 1 MiB pipe holds while the
+    worker computes. The front-end queues what the pipe cannot take (it never
+    blocks its loop on a full pipe) and every request comes back whole, with
+    its own answers, in order."""
+    server = server_factory("--model", str(fill_mask_model), "--max-batch-size", "8",
+                            "--max-body-bytes", "2000000", "--max-inputs", "64")
+    filler = " " + "x" * 17_000  # ~17 KB per input, yet one (unknown) token: cheap to tokenize
+    bodies = [{"inputs": [f"[MASK] request {r} input {i}{filler}" for i in range(40)]} for r in range(4)]
+    assert all(len(json.dumps(b)) > 650_000 for b in bodies)
+    results = asyncio.run(_concurrent(server.url + "/", bodies))
+    for r, (status, _, outputs) in enumerate(results):
+        assert status == 200, outputs
+        assert len(outputs) == 40
+        for i, predictions in enumerate(outputs):
+            assert f"request {r} input {i}" in predictions[0]["sequence"]
+    assert server.get("/health").status == 200
+
+
 def test_sigterm_stops_server_and_worker(server_factory, fill_mask_model: Path) -> None:
     server = server_factory("--model", str(fill_mask_model))
     assert server.worker_pids()
