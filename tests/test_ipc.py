@@ -41,9 +41,12 @@ def test_messages_arrive_whole_and_in_order_both_ways() -> None:
     try:
         # 3 MiB: more than the pipe holds, so the writer blocks until read.
         big = InferResult(1, Outcome.OK, body=bytes(range(256)) * (3 * 4096))
-        sender = threading.Thread(target=lambda: [worker.send(big), worker.send(BatchReport(1, 7, 2.5))])
+        small = InferResult(2, Outcome.OK, body=b'{"a": 1}', batch=BatchReport(1, 7, 2.5))  # body inside the pickle
+        empty = InferResult(3, Outcome.INVALID_INPUT, message="bad input")
+        sent = [big, BatchReport(1, 7, 2.5), small, empty, big]
+        sender = threading.Thread(target=lambda: [worker.send(m) for m in sent])
         sender.start()
-        assert receive_n(front, 2) == [big, BatchReport(1, 7, 2.5)]
+        assert receive_n(front, len(sent)) == sent
         sender.join()
         front.send(BatchReport(2, 3, 1.0))
         assert worker.receive(timeout=None) == [BatchReport(2, 3, 1.0)]
