@@ -100,18 +100,15 @@ class WorkerHandle:
         self._ready = False
         if self._restart_task is not None:
             self._restart_task.cancel()
-        process, channel, writer = self._process, self._channel, self._writer
-        if process is not None and channel is not None and writer is not None:
+        process, writer = self._process, self._writer
+        if process is not None and writer is not None:
             try:
                 writer.send(StopWorker())
             except (OSError, ValueError):
                 pass
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, _join_or_kill, process, timeout)
-            if self._reader is not None:
-                self._reader.stop()
-            writer.stop()
-            channel.close()
+            self._close_pipes()
         self._fail_pending(WorkerUnavailable("the server is shutting down"))
 
     @property
@@ -270,10 +267,7 @@ class WorkerHandle:
         if generation != self._generation:
             return
         self._ready = False
-        if self._writer is not None:
-            self._writer.stop()
-        if self._channel is not None:
-            self._channel.close()
+        self._close_pipes()
         self._fail_pending(WorkerDied(f"worker {self.index} died"))
         if self._stopping or (self.fatal is not None and self.fatal.done()):
             return
@@ -281,6 +275,16 @@ class WorkerHandle:
         log.warning("worker %d exited (code %s); restarting in %.1fs", self.index, exitcode, self._backoff_s)
         self._restart_task = asyncio.get_running_loop().create_task(self._restart(self._backoff_s))
         self._backoff_s = min(self._backoff_s * 2, _BACKOFF_MAX_S)
+
+    def _close_pipes(self) -> None:
+        """Take the pipes off the event loop, then close them (in that order:
+        the loop must never watch a descriptor number reused since)."""
+        if self._reader is not None:
+            self._reader.stop()
+        if self._writer is not None:
+            self._writer.stop()
+        if self._channel is not None:
+            self._channel.close()
 
     async def _restart(self, delay: float) -> None:
         old = self._process
