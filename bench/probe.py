@@ -16,9 +16,11 @@ def main() -> None:
     p.add_argument("--url", required=True)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--interval", type=float, default=0.02)
+    p.add_argument("--delay", type=float, default=0.0, help="wait this long first (the load's warm-up)")
     args = p.parse_args()
     if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("probe only targets loopback")
+    time.sleep(args.delay)
     latencies = []
     stop_at = time.monotonic() + args.seconds
     while time.monotonic() < stop_at:
