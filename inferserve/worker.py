@@ -53,6 +53,7 @@ log = logging.getLogger("inferserve.worker")
 
 _MAX_ERROR_MESSAGE = 500
 _PR_SET_PDEATHSIG = 1
+_yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)  # POSIX only
 
 
 def worker_main(
@@ -348,6 +349,15 @@ class Worker:
             return
         params = self._tracker.params_of(items[0].request_id)
         payloads = [item.payload for item in items]
+        # The forward pass is about to occupy every core. Yield this one once
+        # first: what is runnable on it (the front-end finishing the hand-off
+        # of the request we just read, or sending the last batch's answers)
+        # then runs now, not midway through the pass, where preempting one
+        # thread stalls the whole OpenMP team at its next barrier. Measured
+        # on 2 vCPUs: MiniLM at concurrency 64, 205 vs 186 requests/s (6
+        # alternating rounds, every round won); bert-base unchanged. A system
+        # call per batch; nothing to yield to on a GPU box costs nothing.
+        _yield_cpu()
         started = time.monotonic()
         if isinstance(params, EmbedOptions):
             from .runner import run_isolated
