@@ -28,7 +28,7 @@ from run import MODELS, OUT, RawHelper, free_port, start_server  # noqa: E402
 
 PAIRS = {"minilm": 200, "bert-base": 120, "minilm-embed": 200}
 # (blocks, calls per block) for the closed-loop comparison.
-BLOCKS = {"minilm": (40, 20), "bert-base": (16, 10), "minilm-embed": (40, 20)}
+BLOCKS = {"minilm": (40, 20), "bert-base": (40, 10), "minilm-embed": (40, 20)}
 
 
 class KeepAliveClient:
