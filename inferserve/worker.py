@@ -355,8 +355,8 @@ class Worker:
         # then runs now, not midway through the pass, where preempting one
         # thread stalls the whole OpenMP team at its next barrier. Measured
         # on 2 vCPUs: MiniLM at concurrency 64, 205 vs 186 requests/s (6
-        # alternating rounds, every round won); bert-base unchanged. A system
-        # call per batch; nothing to yield to on a GPU box costs nothing.
+        # alternating rounds, every round won); bert-base unchanged. One
+        # system call per batch, which returns at once when nothing waits.
         _yield_cpu()
         started = time.monotonic()
         if isinstance(params, EmbedOptions):
