@@ -14,13 +14,14 @@ import errno
 import fcntl
 import logging
 import math
+import operator
 import os
 import pickle
 import select
 import struct
 import threading
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 _PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -34,6 +35,27 @@ _PIPE_BYTES = 1024 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 log = logging.getLogger("inferserve")
+
+
+def _pickled_by_fields(cls: type) -> type:
+    """Pickle a frozen slots dataclass as a call of its constructor.
+
+    Its default pickling stores a state tuple and restores it through a
+    ``__setstate__`` that sets each field with ``object.__setattr__``; as a
+    constructor call both sides are about twice as fast, and every message
+    is pickled once and unpickled once on the path of each request.
+    """
+    names = tuple(f.name for f in fields(cls))
+    if len(names) > 1:
+        values: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
+    else:  # attrgetter of one name returns the value itself, not a tuple
+        values = lambda message: tuple(getattr(message, name) for name in names)  # noqa: E731
+
+    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+        return (type(self), values(self))
+
+    cls.__reduce__ = __reduce__  # type: ignore[method-assign]
+    return cls
 
 
 class Outcome(enum.Enum):
@@ -52,6 +74,7 @@ class RequestKind(enum.Enum):
     STREAM = "stream"  # text generation, one StreamChunk per token, then the result
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class EmbedOptions:
     normalize: bool | None = None  # None: as the model's config says
@@ -64,6 +87,7 @@ class EmbedOptions:
 # ---- front-end -> worker -------------------------------------------------
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class InferRequest:
     request_id: int
@@ -78,11 +102,13 @@ class InferRequest:
     embed: EmbedOptions | None = None
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class CancelRequest:
     request_id: int
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class StopWorker:
     """Finish what is queued, then exit."""
@@ -91,6 +117,7 @@ class StopWorker:
 # ---- worker -> front-end -------------------------------------------------
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class InferResult:
     request_id: int
@@ -107,6 +134,7 @@ class InferResult:
     batch: BatchReport | None = None
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
     """One generated token of a streaming request; its InferResult ends it."""
@@ -117,6 +145,7 @@ class StreamChunk:
     text: str  # what this token adds to the decoded text (may be "")
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class BatchReport:
     """One per model batch actually run: lets the front-end count batches."""
@@ -126,6 +155,7 @@ class BatchReport:
     compute_ms: float
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class WorkerReady:
     model: str
@@ -137,6 +167,7 @@ class WorkerReady:
     embedding_dimension: int | None = None  # set when the model serves /embed
 
 
+@_pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class WorkerFailed:
     """The worker could not start (e.g. the model does not load)."""
