@@ -143,7 +143,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def serve(config: ServerConfig) -> int:
+async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = AccessLogger) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the model cannot load (exit 1)."""
     from .http import BACKEND_KEY, STATE_KEY, create_app
 
@@ -153,7 +153,7 @@ async def serve(config: ServerConfig) -> int:
         handle_signals=False,
         handler_cancellation=True,  # a client that disconnects cancels its request
         shutdown_timeout=config.graceful_timeout_s,
-        access_log_class=AccessLogger,
+        access_log_class=access_log_class,
     )
     await runner.setup()  # spawns the worker (cleanup_ctx); /ready says when it is loaded
     site = web.TCPSite(runner, config.host, config.port)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = OffLoopLogging(config.log_level, config.log_format, role="server")
     logs.start()
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, logs.access_logger_class()))
     finally:
         logs.stop()
 
