@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import signal
 import statistics
 import sys
@@ -151,15 +152,27 @@ def measure(name: str, client_kind: str) -> dict:
         server.wait(60)
         raw.close()
     differences = [s - r for s, r in zip(server_ms, raw_ms)]
+    block_differences = [s - r for s, r in zip(block_server, block_raw)]
     return {
         "title": spec["title"], "client": client_kind, "pairs": len(differences),
         "raw_p50": statistics.median(raw_ms), "server_p50": statistics.median(server_ms),
         "p50_difference": statistics.median(server_ms) - statistics.median(raw_ms),
         "median_paired_difference": statistics.median(differences),
+        "paired_ci95": median_ci95(differences),
         "blocks": f"{blocks}x{calls}",
         "block_raw_p50": statistics.median(block_raw), "block_server_p50": statistics.median(block_server),
-        "median_block_difference": statistics.median(s - r for s, r in zip(block_server, block_raw)),
+        "median_block_difference": statistics.median(block_differences),
+        "block_ci95": median_ci95(block_differences),
     }
+
+
+def median_ci95(values: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A bootstrap 95% interval for the median: how far this run's median
+    could move by chance, to read a figure against a bar (seeded: the same
+    data gives the same interval)."""
+    pick = random.Random(0)
+    medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 def main() -> None:
@@ -178,14 +191,15 @@ def main() -> None:
         return
     lines = [
         "",
-        "## Concurrency 1 (`python bench/latency.py`)",
+        f"## Concurrency 1 (`python bench/latency.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         "",
         "Server flags are the defaults; one keep-alive connection (HTTP included); raw calls are timed inside the raw "
         "process. *Pairs*: each server request follows one raw `pipeline(text)` call, so each side runs while the other's "
         "OpenMP threads still spin after its forward pass. *Blocks*: closed loops side by side, a block of back-to-back "
         "raw calls then a block of back-to-back server requests, alternating; the difference of the two blocks' medians, "
         "median over blocks. Clients: `lean` writes the request and reads status, headers and Content-Length body, "
-        "like wrk (the server's latency); `http.client` adds the standard library's header parsing.",
+        "like wrk (the server's latency); `http.client` adds the standard library's header parsing. In brackets: a "
+        "bootstrap 95% interval of each median difference (how far it could move by chance within this run).",
         "",
         "| model | client | pairs: raw p50 ms | server p50 ms | median paired difference ms "
         "| blocks | blocks: raw p50 ms | server p50 ms | median block difference ms |",
@@ -193,8 +207,9 @@ def main() -> None:
     ]
     for r in results:
         lines.append(f"| {r['title']} | {r['client']} | {r['raw_p50']:.2f} | {r['server_p50']:.2f} | "
-                     f"**{r['median_paired_difference']:+.2f}** | {r['blocks']} | {r['block_raw_p50']:.2f} | "
-                     f"{r['block_server_p50']:.2f} | **{r['median_block_difference']:+.2f}** |")
+                     f"**{r['median_paired_difference']:+.2f}** [{r['paired_ci95'][0]:+.2f}, {r['paired_ci95'][1]:+.2f}] | "
+                     f"{r['blocks']} | {r['block_raw_p50']:.2f} | {r['block_server_p50']:.2f} | "
+                     f"**{r['median_block_difference']:+.2f}** [{r['block_ci95'][0]:+.2f}, {r['block_ci95'][1]:+.2f}] |")
     with (HERE / "RESULTS.md").open("a") as f:
         f.write("\n".join(lines) + "\n")
     print("appended to bench/RESULTS.md")
