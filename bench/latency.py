@@ -169,7 +169,9 @@ def measure(name: str, client_kind: str) -> dict:
 def median_ci95(values: list[float], resamples: int = 2000) -> tuple[float, float]:
     """A bootstrap 95% interval for the median: how far this run's median
     could move by chance, to read a figure against a bar (seeded: the same
-    data gives the same interval)."""
+    data gives the same interval). It treats the values as independent;
+    neighbouring pairs and blocks share the box's drift, so the true
+    interval is wider: a lower bound on the uncertainty."""
     pick = random.Random(0)
     medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(resamples))
     return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
@@ -199,7 +201,8 @@ def main() -> None:
         "raw calls then a block of back-to-back server requests, alternating; the difference of the two blocks' medians, "
         "median over blocks. Clients: `lean` writes the request and reads status, headers and Content-Length body, "
         "like wrk (the server's latency); `http.client` adds the standard library's header parsing. In brackets: a "
-        "bootstrap 95% interval of each median difference (how far it could move by chance within this run).",
+        "bootstrap 95% interval of each median difference (how far it could move by chance within this run; it treats "
+        "pairs and blocks as independent, which neighbours sharing the box's drift are not, so it is a lower bound).",
         "",
         "| model | client | pairs: raw p50 ms | server p50 ms | median paired difference ms "
         "| blocks | blocks: raw p50 ms | server p50 ms | median block difference ms |",

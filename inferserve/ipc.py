@@ -46,6 +46,8 @@ def _pickled_by_fields(cls: type) -> type:
     is pickled once and unpickled once on the path of each request.
     """
     names = tuple(f.name for f in fields(cls))
+    # The call passes every field positionally, in order.
+    assert all(f.init and not f.kw_only for f in fields(cls)), cls
     if len(names) > 1:
         values: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
     else:  # attrgetter of one name returns the value itself, not a tuple

@@ -108,7 +108,8 @@ class OffLoopLogging:
         if self._thread is not None:
             self._thread.join()
         logging.getLogger().handlers[:] = [self._target]
-        self._write_pending()  # anything logged while the thread was exiting
+        while self._pending:  # anything logged while the thread was exiting
+            self._write_pending()
 
     def _write_until_stopped(self) -> None:
         while True:
@@ -120,23 +121,25 @@ class OffLoopLogging:
             time.sleep(self._flush_interval_s)  # let the next lines gather
 
     def _write_pending(self) -> None:
-        # Everything queued leaves in one write: one system call (and one
-        # hold of the handler's lock) per wake-up, not one per line.
+        # What is queued now leaves in one write: one system call (and one
+        # hold of the handler's lock) per wake-up, not one per line. Only
+        # what is queued now: under a steady stream the batch stays bounded.
         lines = []
-        while self._pending:
+        record = None
+        for _ in range(len(self._pending)):
             item = self._pending.popleft()
-            record = item.record() if isinstance(item, _AccessEntry) else item
             try:
+                record = item.record() if isinstance(item, _AccessEntry) else item
                 lines.append(self._target.format(record))
             except Exception:  # noqa: BLE001 - logging's own policy: report, carry on
-                self._target.handleError(record)
+                self._target.handleError(record if isinstance(record, logging.LogRecord) else None)
         if lines:
             self._target.acquire()
             try:
                 self._target.stream.write("\n".join(lines) + "\n")
                 self._target.flush()
             except Exception:  # noqa: BLE001 - e.g. stderr closed
-                pass
+                self._target.handleError(record)
             finally:
                 self._target.release()
 
@@ -185,7 +188,12 @@ class AccessLogger(AbstractAccessLogger):
         }
         args = (request.method, request.path, response.status, time * 1000,
                 fields["request_id"] or "-", fields["batch_size"] or "-")
-        if self.sink is not None:
+        if self.sink is not None and self._plain_logger():
             self.sink.submit(_AccessEntry(self.logger.name, _wall_clock(), args, fields))
         else:
             self.logger.info(_ACCESS_MESSAGE, *args, extra={FIELDS: fields})
+
+    def _plain_logger(self) -> bool:
+        # The hand-off skips the logger's own filters and handlers: take it
+        # only while it has none and its lines go up to the root's writer.
+        return self.logger.propagate and not self.logger.filters and not self.logger.handlers

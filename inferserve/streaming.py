@@ -119,7 +119,10 @@ class StreamRunner:
         }
         streamer = _ChunkStreamer(request.request_id, self._pipe.tokenizer, self._send, decode_kwargs)
         stop = StoppingCriteriaList([_StopWhen(cancelled, request.deadline)])
-        outputs = self._pipe.forward(model_inputs, streamer=streamer, stopping_criteria=stop, **params.forward)
+        # The same mode as the batch thread's passes on this model (a state a
+        # layer creates lazily under inference_mode cannot be updated outside it).
+        with torch.inference_mode():
+            outputs = self._pipe.forward(model_inputs, streamer=streamer, stopping_criteria=stop, **params.forward)
         if time.monotonic() > request.deadline:
             return InferResult(request.request_id, Outcome.DEADLINE_EXCEEDED, message="deadline exceeded"), streamer.count
         final = self._pipe.postprocess(outputs, **params.postprocess)

@@ -84,3 +84,26 @@ def test_access_lines_reach_stderr_whole(log_format, capsys, restore_root_loggin
         assert record["logger"] == "aiohttp.access"
         stamp = time.mktime(time.strptime(record["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone  # UTC
         assert before - 1 <= stamp <= time.time()
+
+
+def test_a_filter_on_the_access_logger_still_applies(capsys, restore_root_logging) -> None:
+    """An operator's filter (e.g. no /health lines) is honoured: the hand-off
+    to the writer is only taken while the access logger has none."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    access_log = logging.getLogger("aiohttp.access")
+    no_health = logging.Filter()
+    no_health.filter = lambda record: "/health" not in record.getMessage()  # type: ignore[method-assign]
+    access_log.addFilter(no_health)
+    logs = OffLoopLogging("info", "text", role="server", flush_interval_s=0.01)
+    logs.start()
+    try:
+        access = logs.access_logger_class()(access_log, "")
+        for path in ("/health", "/"):
+            access.log(make_mocked_request("GET", path), web.Response(status=200), 0.001)
+    finally:
+        logs.stop()
+        access_log.removeFilter(no_health)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and " GET / 200 " in lines[0]
