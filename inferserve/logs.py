@@ -128,11 +128,12 @@ class OffLoopLogging:
         record = None
         for _ in range(len(self._pending)):
             item = self._pending.popleft()
+            record = item if isinstance(item, logging.LogRecord) else None
             try:
-                record = item.record() if isinstance(item, _AccessEntry) else item
+                record = record or item.record()
                 lines.append(self._target.format(record))
             except Exception:  # noqa: BLE001 - logging's own policy: report, carry on
-                self._target.handleError(record if isinstance(record, logging.LogRecord) else None)
+                self._target.handleError(record)  # (None when the record itself could not be built)
         if lines:
             self._target.acquire()
             try:
