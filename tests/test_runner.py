@@ -61,3 +61,45 @@ def test_over_long_input_is_truncated_or_rejected(fill_mask_model: Path) -> None
     strict = BatchRunner(loaded, truncate=False)
     with pytest.raises(InputRejected, match="at most 128"):
         strict.prepare(long_text, params)
+
+
+def test_feature_extraction_skips_the_unused_pooler_and_answers_the_same(embedding_model: Path) -> None:
+    import transformers
+
+    loaded = load_model(ModelSpec(model=str(embedding_model), task="feature-extraction"))
+    assert loaded.pipeline.model.pooler is None
+    reference = transformers.pipeline("feature-extraction", model=str(embedding_model))
+    assert reference.model.pooler is not None
+    runner = BatchRunner(loaded)
+    params = runner.parse_params({})
+    texts = ["hello world", "a somewhat longer sentence than the first one"]
+    for text in texts:
+        (output,) = runner.run([runner.prepare(text, params)], params)
+        assert output.tolist() == reference(text)
+
+
+def test_a_pooler_the_forward_cannot_do_without_is_kept() -> None:
+    import torch
+
+    from inferserve.model import drop_unused_pooler
+
+    class NeedsPooler(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pooler = torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x * 2, self.pooler(x)  # calls it whether or not it is set
+
+    class Pipe:
+        model = NeedsPooler()
+
+        def preprocess(self, text: str) -> torch.Tensor:
+            return torch.ones(1, 2)
+
+        def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.model(features)
+
+    pipe = Pipe()
+    assert not drop_unused_pooler(pipe)
+    assert isinstance(pipe.model.pooler, torch.nn.Linear)
