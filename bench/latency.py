@@ -19,7 +19,10 @@ import statistics
 import sys
 import time
 import http.client
+import re
+import shutil
 import socket
+import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -107,7 +110,43 @@ class HttpClientConnection:
         self.connection.close()
 
 
+class WrkBlocks:
+    """Closed-loop blocks through wrk (apt install wrk), a C client: its
+    own CPU per request is a fraction of a Python client's, and on 2 shared
+    cores the client's time lands on the same core as the server's answer
+    path. wrk runs for whole seconds, so it measures blocks only (no pairs).
+    The request bodies cycle through the same texts as the other clients."""
+
+    def __init__(self, url: str, texts: list[str], script: Path) -> None:
+        if urllib.parse.urlsplit(url).hostname not in ("127.0.0.1", "localhost"):
+            raise ValueError("loopback only")
+        self.url = url
+        bodies = ", ".join(_lua_string(json.dumps({"inputs": t})) for t in texts)
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"local bodies = {{{bodies}}}\nlocal n = 0\n"
+            "request = function()\n  n = n % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[n])\nend\n"
+            "done = function(summary, latency, requests)\n"
+            '  io.write(string.format("P50_US %.1f\\nREQUESTS %d\\nERRORS %d\\n", latency:percentile(50), '
+            "summary.requests, summary.errors.status + summary.errors.read + summary.errors.connect))\nend\n"
+        )
+        self.script = script
+
+    def block_p50_ms(self, seconds: int) -> float:
+        out = subprocess.run(["wrk", "-t1", "-c1", f"-d{seconds}s", "-s", str(self.script), self.url],
+                             capture_output=True, text=True, check=True).stdout
+        if int(re.search(r"^ERRORS (\d+)", out, re.M).group(1)):
+            raise RuntimeError(f"wrk saw errors:\n{out}")
+        return float(re.search(r"^P50_US ([\d.]+)", out, re.M).group(1)) / 1000
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 CLIENTS = {"lean": KeepAliveClient, "http.client": HttpClientConnection}
+# wrk blocks: seconds per block (a whole number: wrk's -d takes no fraction).
+WRK_SECONDS = {"minilm": 1, "bert-base": 2, "minilm-embed": 1}
 
 
 def measure(name: str, client_kind: str) -> dict:
@@ -123,7 +162,15 @@ def measure(name: str, client_kind: str) -> dict:
     raw = RawHelper(raw_cmd)
     port = free_port()
     server = start_server(model, spec["task"], port, [], OUT / f"{name}-latency-server.log")
-    client = CLIENTS[client_kind](f"http://127.0.0.1:{port}{spec.get('route', '/')}")
+    url = f"http://127.0.0.1:{port}{spec.get('route', '/')}"
+    if client_kind == "wrk":
+        try:
+            return _measure_wrk_blocks(name, spec, WrkBlocks(url, texts, OUT / f"{name}-wrk.lua"), raw)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+            raw.close()
+    client = CLIENTS[client_kind](url)
     try:
         for text in texts[:5]:  # warm both
             raw.ask("single 1")
@@ -166,6 +213,24 @@ def measure(name: str, client_kind: str) -> dict:
     }
 
 
+def _measure_wrk_blocks(name: str, spec: dict, wrk: WrkBlocks, raw: RawHelper) -> dict:
+    wrk.block_p50_ms(1)  # warm up
+    raw.ask("single 5")
+    blocks, calls = BLOCKS[name]
+    block_raw, block_server = [], []
+    for _ in range(blocks):
+        block_raw.append(raw.ask(f"single {calls}"))
+        block_server.append(wrk.block_p50_ms(WRK_SECONDS[name]))
+    block_differences = [s - r for s, r in zip(block_server, block_raw)]
+    return {
+        "title": spec["title"], "client": "wrk", "pairs": 0,
+        "blocks": f"{blocks}x{WRK_SECONDS[name]}s",
+        "block_raw_p50": statistics.median(block_raw), "block_server_p50": statistics.median(block_server),
+        "median_block_difference": statistics.median(block_differences),
+        "block_ci95": median_ci95(block_differences),
+    }
+
+
 def median_ci95(values: list[float], resamples: int = 2000) -> tuple[float, float]:
     """A bootstrap 95% interval for the median: how far this run's median
     could move by chance, to read a figure against a bar (seeded: the same
@@ -180,7 +245,8 @@ def median_ci95(values: list[float], resamples: int = 2000) -> tuple[float, floa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["minilm", "bert-base"], choices=sorted(PAIRS))
-    p.add_argument("--clients", nargs="+", default=["lean", "http.client"], choices=sorted(CLIENTS))
+    default_clients = ["lean", "http.client"] + (["wrk"] if shutil.which("wrk") else [])
+    p.add_argument("--clients", nargs="+", default=default_clients, choices=sorted([*CLIENTS, "wrk"]))
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     results = []
@@ -200,7 +266,8 @@ def main() -> None:
         "OpenMP threads still spin after its forward pass. *Blocks*: closed loops side by side, a block of back-to-back "
         "raw calls then a block of back-to-back server requests, alternating; the difference of the two blocks' medians, "
         "median over blocks. Clients: `lean` writes the request and reads status, headers and Content-Length body, "
-        "like wrk (the server's latency); `http.client` adds the standard library's header parsing. In brackets: a "
+        "like wrk (the server's latency); `http.client` adds the standard library's header parsing; `wrk` (blocks only: it "
+        "runs for whole seconds) is the C client itself, whose own CPU per request is smallest. In brackets: a "
         "bootstrap 95% interval of each median difference (how far it could move by chance within this run; it treats "
         "pairs and blocks as independent, which neighbours sharing the box's drift are not, so it is a lower bound).",
         "",
@@ -209,8 +276,10 @@ def main() -> None:
         "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(f"| {r['title']} | {r['client']} | {r['raw_p50']:.2f} | {r['server_p50']:.2f} | "
-                     f"**{r['median_paired_difference']:+.2f}** [{r['paired_ci95'][0]:+.2f}, {r['paired_ci95'][1]:+.2f}] | "
+        pairs = ("– | – | –" if not r["pairs"] else
+                 f"{r['raw_p50']:.2f} | {r['server_p50']:.2f} | "
+                 f"**{r['median_paired_difference']:+.2f}** [{r['paired_ci95'][0]:+.2f}, {r['paired_ci95'][1]:+.2f}]")
+        lines.append(f"| {r['title']} | {r['client']} | {pairs} | "
                      f"{r['blocks']} | {r['block_raw_p50']:.2f} | {r['block_server_p50']:.2f} | "
                      f"**{r['median_block_difference']:+.2f}** [{r['block_ci95'][0]:+.2f}, {r['block_ci95'][1]:+.2f}] |")
     with (HERE / "RESULTS.md").open("a") as f:
