@@ -25,6 +25,7 @@ import socket
 import subprocess
 import urllib.parse
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -163,22 +164,31 @@ def measure(name: str, client_kind: str) -> dict:
     port = free_port()
     server = start_server(model, spec["task"], port, [], OUT / f"{name}-latency-server.log")
     url = f"http://127.0.0.1:{port}{spec.get('route', '/')}"
-    if client_kind == "wrk":
-        try:
-            return _measure_wrk_blocks(name, spec, WrkBlocks(url, texts, OUT / f"{name}-wrk.lua"), raw)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
-            raw.close()
-    client = CLIENTS[client_kind](url)
     try:
-        for text in texts[:5]:  # warm both
+        if client_kind == "wrk":
+            figures = _measure_wrk(name, WrkBlocks(url, texts, OUT / f"{name}-wrk.lua"), raw)
+        else:
+            figures = _measure_client(name, CLIENTS[client_kind](url), texts, raw)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+        raw.close()
+    return {"title": spec["title"], "client": client_kind, **figures}
+
+
+def _measure_client(name: str, client: KeepAliveClient | HttpClientConnection, texts: list[str], raw: RawHelper) -> dict:
+    """Pairs, then blocks, through one keep-alive connection."""
+    def request_ms(i: int) -> float:
+        return client.call_ms(json.dumps({"inputs": texts[i % len(texts)]}).encode())
+
+    try:
+        for i in range(5):  # warm both
             raw.ask("single 1")
-            client.call_ms(json.dumps({"inputs": text}).encode())
+            request_ms(i)
         raw_ms, server_ms = [], []
         for i in range(PAIRS[name]):
             raw_ms.append(raw.ask("single 1"))  # timed inside the raw process: the bare call
-            server_ms.append(client.call_ms(json.dumps({"inputs": texts[i % len(texts)]}).encode()))
+            server_ms.append(request_ms(i))
         # Closed loops, side by side: a block of back-to-back raw calls, then
         # a block of back-to-back server requests, alternating. Interleaving
         # single calls (above) makes each side run while the other's OpenMP
@@ -186,45 +196,40 @@ def measure(name: str, client_kind: str) -> dict:
         # neither a concurrency-1 client nor a raw loop meets; blocks avoid
         # that and still cancel the box's drift, block against block.
         blocks, calls = BLOCKS[name]
-        block_raw, block_server = [], []
-        for b in range(blocks):
-            block_raw.append(raw.ask(f"single {calls}"))  # median of `calls` back-to-back calls
-            block_server.append(statistics.median(
-                client.call_ms(json.dumps({"inputs": texts[(b * calls + j) % len(texts)]}).encode())
-                for j in range(calls)
-            ))
+        block_figures = _blocks(raw, blocks, calls, f"{blocks}x{calls}",
+                                lambda b: statistics.median(request_ms(b * calls + j) for j in range(calls)))
     finally:
         client.close()
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
-        raw.close()
     differences = [s - r for s, r in zip(server_ms, raw_ms)]
-    block_differences = [s - r for s, r in zip(block_server, block_raw)]
     return {
-        "title": spec["title"], "client": client_kind, "pairs": len(differences),
+        "pairs": len(differences),
         "raw_p50": statistics.median(raw_ms), "server_p50": statistics.median(server_ms),
         "p50_difference": statistics.median(server_ms) - statistics.median(raw_ms),
         "median_paired_difference": statistics.median(differences),
         "paired_ci95": median_ci95(differences),
-        "blocks": f"{blocks}x{calls}",
-        "block_raw_p50": statistics.median(block_raw), "block_server_p50": statistics.median(block_server),
-        "median_block_difference": statistics.median(block_differences),
-        "block_ci95": median_ci95(block_differences),
+        **block_figures,
     }
 
 
-def _measure_wrk_blocks(name: str, spec: dict, wrk: WrkBlocks, raw: RawHelper) -> dict:
+def _measure_wrk(name: str, wrk: WrkBlocks, raw: RawHelper) -> dict:
+    """Blocks only: wrk runs for whole seconds."""
     wrk.block_p50_ms(1)  # warm up
     raw.ask("single 5")
     blocks, calls = BLOCKS[name]
+    seconds = WRK_SECONDS[name]
+    return {"pairs": 0, **_blocks(raw, blocks, calls, f"{blocks}x{seconds}s", lambda b: wrk.block_p50_ms(seconds))}
+
+
+def _blocks(raw: RawHelper, blocks: int, calls: int, label: str, server_block_ms: Callable[[int], float]) -> dict:
+    """``blocks`` times: the median of ``calls`` back-to-back raw calls, then
+    ``server_block_ms(block)``, the server's median over a block of its own."""
     block_raw, block_server = [], []
-    for _ in range(blocks):
+    for b in range(blocks):
         block_raw.append(raw.ask(f"single {calls}"))
-        block_server.append(wrk.block_p50_ms(WRK_SECONDS[name]))
+        block_server.append(server_block_ms(b))
     block_differences = [s - r for s, r in zip(block_server, block_raw)]
     return {
-        "title": spec["title"], "client": "wrk", "pairs": 0,
-        "blocks": f"{blocks}x{WRK_SECONDS[name]}s",
+        "blocks": label,
         "block_raw_p50": statistics.median(block_raw), "block_server_p50": statistics.median(block_server),
         "median_block_difference": statistics.median(block_differences),
         "block_ci95": median_ci95(block_differences),
