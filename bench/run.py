@@ -2,10 +2,12 @@
 
 For each model: load the bare pipeline in a helper process
 (bench/raw_limit.py), start `python -m inferserve` on 127.0.0.1, then
-alternate rounds: raw limit and raw single-call latency, then the server
-under bench/loadgen.py (its own process) at each concurrency. Every ratio
-pairs a server figure with the raw figure of its own round, so drift on this
-noisy box cancels out. Writes bench/RESULTS.md.
+alternate rounds: the raw limit, then the server under bench/loadgen.py (its
+own process) at each concurrency, and concurrency 1 side by side with single
+raw calls (bench/sidebyside.py: alternating blocks, through wrk when it is
+installed). Every figure pairs a server measurement with a raw one taken
+just before it, so drift on this noisy box cancels out. Writes
+bench/RESULTS.md.
 
     python bench/run.py                  # both models, concurrency 1, 8, 64
     python bench/run.py --models minilm --rounds 1 --seconds 4
@@ -29,6 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
+sys.path.insert(0, str(HERE))
+from sidebyside import KeepAliveClient, ClientBlocks, WrkBlocks, alternate_blocks, summarize_blocks  # noqa: E402
 
 
 def minilm_path() -> str:
@@ -44,7 +48,9 @@ MODELS = {
         "task": "feature-extraction",
         "text": "the quick brown fox number {i} jumps over the lazy dog near the river bank",
         "build": False,
-        "single_calls": 150,
+        # Concurrency 1 side by side, per round: blocks, raw calls per block,
+        # seconds per wrk block (wrk runs for whole seconds).
+        "c1_blocks": (8, 20, 1),
     },
     "minilm-embed": {
         "title": "all-MiniLM-L6-v2 sentence embeddings, `POST /embed` vs forward + pooling",
@@ -52,7 +58,7 @@ MODELS = {
         "task": "feature-extraction",
         "text": "the quick brown fox number {i} jumps over the lazy dog near the river bank",
         "build": False,
-        "single_calls": 150,
+        "c1_blocks": (8, 20, 1),
         "route": "/embed",
         "raw_mode": "embed",
     },
@@ -62,7 +68,7 @@ MODELS = {
         "task": "fill-mask",
         "text": "the quick brown fox number {i} jumps over the [MASK] dog near the river bank",
         "build": True,
-        "single_calls": 40,
+        "c1_blocks": (8, 10, 2),
         # A batch of 32 takes ~1.2 s: over a 6 s window the completed count
         # moves in steps of 32 (±20%), so this model is measured 3x longer.
         "time_scale": 3,
@@ -164,15 +170,25 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     server_args = list(args.server_args)
     seconds = args.seconds * spec.get("time_scale", 1)
     server = start_server(model, spec["task"], port, server_args, OUT / f"{name}-server.log")
+    url = f"http://127.0.0.1:{port}{spec.get('route', '/')}"
+    blocks, calls, wrk_seconds = spec["c1_blocks"]
+    c1_client = (WrkBlocks(url, texts, OUT / f"{name}-wrk.lua", wrk_seconds) if WrkBlocks.available()
+                 else ClientBlocks(KeepAliveClient(url), texts, calls))
     rounds: list[dict] = []
     try:
         for r in range(args.rounds):
             # Each server figure is paired with a raw figure taken just before it.
             limit = raw.ask(f"limit {best} {seconds}")
-            single_ms = raw.ask(f"single {spec['single_calls']}")
             runs = {}
             for c in args.concurrency:
                 runs[c] = load(port, bodies_file, c, seconds, args.warmup, spec.get("route", "/"))
+            # Concurrency 1 against one raw call: alternating blocks, so each
+            # server block has a raw block from the same few seconds. (A raw
+            # p50 taken once per round and set against the load generator's
+            # p50 let the box's drift land in the difference whole: the raw
+            # call alone moved 12-18 ms between rounds.)
+            c1_raw, c1_server = (alternate_blocks(raw, c1_client, blocks, calls, first_block=r * blocks)
+                                 if 1 in args.concurrency else ([], []))
             # /health latency as a Kubernetes probe sees it while the worker is
             # saturated, in a window of its own: the probe (a urllib request
             # every 20 ms, in its own process) takes CPU from the model, which
@@ -186,17 +202,19 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
             runs[top]["rps_while_probed"] = probed["rps"]
             runs[top]["health"] = json.loads(probe.communicate()[0].strip().splitlines()[-1])
             runs[top]["front_end_rss_mb"] = rss_mb(server.pid)
-            rounds.append({"limit": limit, "single_ms": single_ms, "runs": runs})
-            print(f"[{name}] round {r + 1}: limit {limit:.1f}/s, single {single_ms:.2f} ms, "
+            rounds.append({"limit": limit, "c1_raw_ms": c1_raw, "c1_server_ms": c1_server, "runs": runs})
+            c1 = f"c=1 vs raw {summarize_blocks(c1_raw, c1_server)['median_block_difference']:+.2f} ms, " if c1_raw else ""
+            print(f"[{name}] round {r + 1}: limit {limit:.1f}/s, {c1}"
                   + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items())
                   + "".join(f", /health p99 {v['health']['p99_ms']:.1f} ms" for v in runs.values() if "health" in v),
                   flush=True)
     finally:
+        c1_client.close()
         server.send_signal(signal.SIGTERM)
         server.wait(60)
         raw.close()
     return {"name": name, "title": spec["title"], "sweep": sweep, "best_batch": best, "rounds": rounds,
-            "server_args": server_args}
+            "server_args": server_args, "c1_client": c1_client.label, "c1_blocks": (blocks, calls)}
 
 
 def rss_mb(pid: int) -> float:
@@ -220,7 +238,6 @@ def summarize(result: dict, concurrency: int) -> dict:
         "ratios": [x["rps"] / r["limit"] for x, r in zip(runs, rounds)],
         "p50_ms": median([x["p50_ms"] for x in runs]),
         "p99_ms": median([x["p99_ms"] for x in runs]),
-        "p50_minus_single": median([x["p50_ms"] - r["single_ms"] for x, r in zip(runs, rounds)]),
         "mean_batch": median([x["mean_batch"] for x in runs]),
         "non_200": sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs),
         "health_p99_ms": max((x["health"]["p99_ms"] for x in runs if "health" in x), default=None),
@@ -237,9 +254,9 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Server, load generator "
         "(bench/loadgen.py, an aiohttp client in its own process) and the raw pipeline process share "
         "these cores. The box is noisy (the raw limit alone moves by ±15% between runs), so the "
-        f"measurements alternate: {args.rounds} rounds, each taking the raw limit and a raw "
-        f"`pipeline(text)` latency, then the server at each concurrency; every ratio pairs a server "
-        "figure with the raw figure of its own round, and the tables give medians over rounds.",
+        f"measurements alternate: {args.rounds} rounds, each taking the raw limit, then the server at each "
+        "concurrency, then concurrency 1 side by side with single raw `pipeline(text)` calls; every ratio pairs "
+        "a server figure with the raw figure of its own round, and the tables give medians over rounds.",
         "",
         "Server flags: the defaults (`--max-batch-size 32`, adaptive wait), whatever batch size the raw "
         "pipeline does best at; closed-loop load, "
@@ -248,10 +265,19 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
         "ends of whole answer bursts (a batch's answers arrive together; a fixed window would cut a burst at each "
         "end, +-1 batch, 7% for bert-base), as the raw limit times whole batches.",
         "",
+        "*p50 − raw call* (concurrency 1 only): closed loops side by side, a block of back-to-back raw calls "
+        "(timed inside the raw process) then a block of back-to-back requests over one keep-alive connection, "
+        "alternating within each round; the median of the blocks' differences, with a bootstrap 95% interval "
+        "(it treats blocks as independent, which neighbours sharing the box's drift are not: a lower bound on "
+        "the uncertainty). A raw p50 taken once per round and set against the load generator's p50 would let the "
+        "box's drift land in the difference whole.",
+        "",
     ]
     for r in results:
         limits = [x["limit"] for x in r["rounds"]]
-        singles = [x["single_ms"] for x in r["rounds"]]
+        singles = [statistics.median(x["c1_raw_ms"]) for x in r["rounds"] if x["c1_raw_ms"]]
+        c1_raw = [v for x in r["rounds"] for v in x["c1_raw_ms"]]
+        c1_server = [v for x in r["rounds"] for v in x["c1_server_ms"]]
         lines += [
             f"## {r['title']}",
             "",
@@ -259,19 +285,33 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
             + ", ".join(f"b={b}: {v:.1f}/s" for b, v in r["sweep"].items())
             + f". Limit at b={r['best_batch']} per round: "
             + ", ".join(f"{v:.1f}" for v in limits) + " items/s; "
-            + "one `pipeline(text)` call, p50 per round: " + ", ".join(f"{v:.2f}" for v in singles) + " ms. "
+            + ("one `pipeline(text)` call, p50 per round: " + ", ".join(f"{v:.2f}" for v in singles) + " ms. "
+               if singles else "")
             + (f"Server flags: `{' '.join(r['server_args'])}`." if r["server_args"] else "Server flags: defaults."),
             "",
-            "| concurrency | requests/s | ratio to limit (per round) | p50 ms | p99 ms | p50 − raw call ms | mean batch | non-200 |",
+            "| concurrency | requests/s | ratio to limit (per round) | p50 ms | p99 ms | p50 − raw call ms, side by side | mean batch | non-200 |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        c1 = summarize_blocks(c1_raw, c1_server) if c1_raw else None
         for c in args.concurrency:
             s = summarize(r, c)
             per_round = ", ".join(f"{x:.0%}" for x in s["ratios"])
+            versus_raw = (f"**{c1['median_block_difference']:+.2f}** "
+                          f"[{c1['block_ci95'][0]:+.2f}, {c1['block_ci95'][1]:+.2f}]" if c == 1 and c1 else "–")
             lines.append(
                 f"| {c} | {s['rps']:.1f} | **{s['ratio']:.1%}** ({per_round}) | {s['p50_ms']:.2f} | "
-                f"{s['p99_ms']:.2f} | {s['p50_minus_single']:+.2f} | {s['mean_batch']:.1f} | {s['non_200']} |"
+                f"{s['p99_ms']:.2f} | {versus_raw} | {s['mean_batch']:.1f} | {s['non_200']} |"
             )
+        if c1:
+            blocks, calls = r["c1_blocks"]
+            lines += [
+                "",
+                f"Concurrency 1 side by side: {len(c1_raw)} pairs of blocks ({blocks} a round; raw blocks of {calls} "
+                f"calls, server blocks through {r['c1_client']}): server p50 {c1['block_server_p50']:.2f} ms vs "
+                f"raw call {c1['block_raw_p50']:.2f} ms (medians over blocks); median difference per round: "
+                + ", ".join(f"{statistics.median(s_ - r_ for s_, r_ in zip(x['c1_server_ms'], x['c1_raw_ms'])):+.2f}"
+                            for x in r["rounds"]) + " ms.",
+            ]
         top = summarize(r, max(args.concurrency))
         lines += [
             "",
