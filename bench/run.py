@@ -340,6 +340,8 @@ def main() -> None:
     args = p.parse_args()
     (OUT / "models").mkdir(parents=True, exist_ok=True)
     results = [bench_model(name, args) for name in args.models]
+    # Every measurement, for a second look (bench/out is not committed).
+    (OUT / "run-results.json").write_text(json.dumps(results, indent=1))
     if not args.no_write:
         write_results(results, args)
         print(f"wrote {HERE / 'RESULTS.md'}")
