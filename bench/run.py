@@ -172,10 +172,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     server = start_server(model, spec["task"], port, server_args, OUT / f"{name}-server.log")
     url = f"http://127.0.0.1:{port}{spec.get('route', '/')}"
     blocks, calls, wrk_seconds = spec["c1_blocks"]
-    c1_client = (WrkBlocks(url, texts, OUT / f"{name}-wrk.lua", wrk_seconds) if WrkBlocks.available()
-                 else ClientBlocks(KeepAliveClient(url), texts, calls))
+    c1_client: WrkBlocks | ClientBlocks | None = None
     rounds: list[dict] = []
     try:
+        c1_client = (WrkBlocks(url, texts, OUT / f"{name}-wrk.lua", wrk_seconds) if WrkBlocks.available()
+                     else ClientBlocks(KeepAliveClient(url), texts, calls))
         for r in range(args.rounds):
             # Each server figure is paired with a raw figure taken just before it.
             limit = raw.ask(f"limit {best} {seconds}")
@@ -209,7 +210,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
                   + "".join(f", /health p99 {v['health']['p99_ms']:.1f} ms" for v in runs.values() if "health" in v),
                   flush=True)
     finally:
-        c1_client.close()
+        if c1_client is not None:
+            c1_client.close()
         server.send_signal(signal.SIGTERM)
         server.wait(60)
         raw.close()
