@@ -115,7 +115,9 @@ class RawHelper:
 def start_server(model: str, task: str, port: int, extra: list[str], log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "inferserve", "--model", model, "--task", task,
                "--host", "127.0.0.1", "--port", str(port), *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    # Our checkout first, then whatever the caller's PYTHONPATH holds.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
