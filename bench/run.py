@@ -255,7 +255,9 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
         "# Benchmark results",
         "",
         f"`python bench/run.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + f" on {time.strftime('%Y-%m-%d')}: "
-        f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Server, load generator "
+        f"{os.cpu_count()} CPU cores ({platform.machine()}), "
+        + ("no GPU. " if args.raw_device == "cpu" else f"raw pipeline on {args.raw_device} (server flags below). ")
+        + "Server, load generator "
         "(bench/loadgen.py, an aiohttp client in its own process) and the raw pipeline process share "
         "these cores. The box is noisy (the raw limit alone moves by ±15% between runs), so the "
         f"measurements alternate: {args.rounds} rounds, each taking the raw limit, then the server at each "
