@@ -21,7 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import OUT, free_port, minilm_path, start_server  # noqa: E402
+from chaos import worker_pids  # noqa: E402
+from run import OUT, free_port, minilm_path, model_texts, start_server, write_bodies  # noqa: E402
 
 LOADS = ((1, 64), (2, 64), (4, 32))  # (load generator processes, concurrency of each)
 
@@ -29,18 +30,6 @@ LOADS = ((1, 64), (2, 64), (4, 32))  # (load generator processes, concurrency of
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except OSError:
-                pass  # gone meanwhile
-    return found
 
 
 def measure(port: int, route: str, bodies: Path, processes: int, concurrency: int, seconds: float,
@@ -72,13 +61,11 @@ def main() -> None:
     args = p.parse_args()
     extra = ["--device", args.device] + (["--dtype", "float16"] if args.device.startswith("cuda") else [])
     OUT.mkdir(exist_ok=True)
-    texts = [f"the quick brown fox number {i} jumps over the lazy dog near the river bank" for i in range(256)]
-    bodies = OUT / "capacity-bodies.json"
-    bodies.write_text(json.dumps([json.dumps({"inputs": t}) for t in texts]))
+    bodies = write_bodies("minilm", model_texts("minilm"))
     port = free_port()
     server = start_server(minilm_path(), "feature-extraction", port, extra, OUT / "capacity-server.log")
     try:
-        pids = [server.pid, *children(server.pid)]
+        pids = [server.pid, *worker_pids(server.pid)]
         for route in ("/embed", "/"):
             for processes, concurrency in LOADS:
                 print(json.dumps(measure(port, route, bodies, processes, concurrency, args.seconds, pids)), flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import MODELS, OUT, RawHelper, free_port, start_server  # noqa: E402
+from run import MODELS, OUT, RawHelper, free_port, model_texts, start_raw_helper, start_server  # noqa: E402
 from sidebyside import (  # noqa: E402
     CLIENTS, ClientBlocks, WrkBlocks, alternate_blocks, median_ci95, summarize_blocks,
 )
@@ -36,14 +36,8 @@ WRK_SECONDS = {"minilm": 1, "bert-base": 2, "minilm-embed": 1}
 def measure(name: str, client_kind: str) -> dict:
     spec = MODELS[name]
     model = spec["path"]()
-    texts = [spec["text"].format(i=i) for i in range(256)]
-    texts_file = OUT / f"{name}-texts.json"
-    texts_file.write_text(json.dumps(texts))
-    raw_cmd = [sys.executable, str(HERE / "raw_limit.py"), "--model", model, "--task", spec["task"],
-               "--texts", str(texts_file), "--mode", spec.get("raw_mode", "pipeline")]
-    if spec["build"]:
-        raw_cmd.append("--build-bert-base")
-    raw = RawHelper(raw_cmd)
+    texts = model_texts(name)
+    raw = start_raw_helper(name, model, texts)
     port = free_port()
     server = start_server(model, spec["task"], port, [], OUT / f"{name}-latency-server.log")
     url = f"http://127.0.0.1:{port}{spec.get('route', '/')}"
@@ -56,7 +50,7 @@ def measure(name: str, client_kind: str) -> dict:
             figures = {"pairs": 0, "blocks": f"{blocks}x{WRK_SECONDS[name]}s",
                        **summarize_blocks(*alternate_blocks(raw, wrk, blocks, calls))}
         else:
-            figures = _measure_client(name, ClientBlocks(CLIENTS[client_kind](url), texts, calls), raw)
+            figures = _measure_client(name, ClientBlocks(CLIENTS[client_kind](url), texts, calls), raw, blocks)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -64,7 +58,7 @@ def measure(name: str, client_kind: str) -> dict:
     return {"title": spec["title"], "client": client_kind, **figures}
 
 
-def _measure_client(name: str, client: ClientBlocks, raw: RawHelper) -> dict:
+def _measure_client(name: str, client: ClientBlocks, raw: RawHelper, blocks: int) -> dict:
     """Pairs, then blocks, through one keep-alive connection."""
     try:
         for i in range(5):  # warm both
@@ -80,8 +74,7 @@ def _measure_client(name: str, client: ClientBlocks, raw: RawHelper) -> dict:
         # threads still spin after its last forward pass (~9 ms here), which
         # neither a concurrency-1 client nor a raw loop meets; blocks avoid
         # that and still cancel the box's drift, block against block.
-        blocks, calls = BLOCKS[name]
-        block_figures = summarize_blocks(*alternate_blocks(raw, client, blocks, calls))
+        block_figures = summarize_blocks(*alternate_blocks(raw, client, blocks, client.calls))
     finally:
         client.close()
     differences = [s - r for s, r in zip(server_ms, raw_ms)]
@@ -91,7 +84,7 @@ def _measure_client(name: str, client: ClientBlocks, raw: RawHelper) -> dict:
         "p50_difference": statistics.median(server_ms) - statistics.median(raw_ms),
         "median_paired_difference": statistics.median(differences),
         "paired_ci95": median_ci95(differences),
-        "blocks": f"{blocks}x{calls}",
+        "blocks": f"{blocks}x{client.calls}",
         **block_figures,
     }
 

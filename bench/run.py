@@ -32,7 +32,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
 sys.path.insert(0, str(HERE))
-from sidebyside import KeepAliveClient, ClientBlocks, WrkBlocks, alternate_blocks, summarize_blocks  # noqa: E402
+from sidebyside import (  # noqa: E402
+    ClientBlocks, KeepAliveClient, WrkBlocks, alternate_blocks, median_difference, summarize_blocks,
+)
 
 
 def minilm_path() -> str:
@@ -139,22 +141,38 @@ def load(port: int, bodies: Path, concurrency: int, seconds: float, warmup: floa
                       "--duration", str(seconds), "--warmup", str(warmup)])
 
 
+def model_texts(name: str) -> list[str]:
+    """The inputs every measurement of this model cycles through."""
+    return [MODELS[name]["text"].format(i=i) for i in range(256)]
+
+
+def write_bodies(name: str, texts: list[str]) -> Path:
+    """A JSON list of request bodies for bench/loadgen.py."""
+    bodies_file = OUT / f"{name}-bodies.json"
+    bodies_file.write_text(json.dumps([json.dumps({"inputs": t}) for t in texts]))
+    return bodies_file
+
+
+def start_raw_helper(name: str, model: str, texts: list[str], device: str = "cpu", dtype: str = "auto") -> RawHelper:
+    """bench/raw_limit.py with the model of MODELS[name] loaded, on the same texts."""
+    spec = MODELS[name]
+    texts_file = OUT / f"{name}-texts.json"
+    texts_file.write_text(json.dumps(texts))
+    command = [sys.executable, str(HERE / "raw_limit.py"), "--model", model, "--task", spec["task"],
+               "--texts", str(texts_file), "--mode", spec.get("raw_mode", "pipeline"),
+               "--device", device, "--dtype", dtype]
+    if spec["build"]:
+        command.append("--build-bert-base")
+    return RawHelper(command)
+
+
 def bench_model(name: str, args: argparse.Namespace) -> dict:
     spec = MODELS[name]
     model = spec["path"]()
-    texts = [spec["text"].format(i=i) for i in range(256)]
-    texts_file = OUT / f"{name}-texts.json"
-    texts_file.write_text(json.dumps(texts))
-    bodies_file = OUT / f"{name}-bodies.json"
-    bodies_file.write_text(json.dumps([json.dumps({"inputs": t}) for t in texts]))
-
-    raw_cmd = [sys.executable, str(HERE / "raw_limit.py"), "--model", model, "--task", spec["task"],
-               "--texts", str(texts_file), "--mode", spec.get("raw_mode", "pipeline"),
-               "--device", args.raw_device, "--dtype", args.raw_dtype]
-    if spec["build"]:
-        raw_cmd.append("--build-bert-base")
+    texts = model_texts(name)
+    bodies_file = write_bodies(name, texts)
     print(f"[{name}] loading the raw pipeline ...", flush=True)
-    raw = RawHelper(raw_cmd)
+    raw = start_raw_helper(name, model, texts, args.raw_device, args.raw_dtype)
     # Two passes, the second in reverse order, keeping each size's better
     # figure: on this noisy box one 3 s pass once picked b=8 over b=32 by
     # chance, and the server then ran with batches of 8.
@@ -165,8 +183,6 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
     print(f"[{name}] raw sweep (items/s by batch size): {sweep}", flush=True)
 
     port = free_port()
-    # The server batches at most as many inputs as the raw pipeline's best
-    # batch size, unless the command line says otherwise.
     # The server runs with its defaults (what a user gets); the limit is the
     # raw pipeline at its own best batch size.
     server_args = list(args.server_args)
@@ -206,7 +222,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict:
             runs[top]["health"] = json.loads(probe.communicate()[0].strip().splitlines()[-1])
             runs[top]["front_end_rss_mb"] = rss_mb(server.pid)
             rounds.append({"limit": limit, "c1_raw_ms": c1_raw, "c1_server_ms": c1_server, "runs": runs})
-            c1 = f"c=1 vs raw {summarize_blocks(c1_raw, c1_server)['median_block_difference']:+.2f} ms, " if c1_raw else ""
+            c1 = f"c=1 vs raw {median_difference(c1_server, c1_raw):+.2f} ms, " if c1_raw else ""
             print(f"[{name}] round {r + 1}: limit {limit:.1f}/s, {c1}"
                   + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items())
                   + "".join(f", /health p99 {v['health']['p99_ms']:.1f} ms" for v in runs.values() if "health" in v),
@@ -315,8 +331,8 @@ def write_results(results: list[dict], args: argparse.Namespace) -> None:
                 f"Concurrency 1 side by side: {len(c1_raw)} pairs of blocks ({blocks} a round; raw blocks of {calls} "
                 f"calls, server blocks through {r['c1_client']}): server p50 {c1['block_server_p50']:.2f} ms vs "
                 f"raw call {c1['block_raw_p50']:.2f} ms (medians over blocks); median difference per round: "
-                + ", ".join(f"{statistics.median(s_ - r_ for s_, r_ in zip(x['c1_server_ms'], x['c1_raw_ms'])):+.2f}"
-                            for x in r["rounds"]) + " ms.",
+                + ", ".join(f"{median_difference(x['c1_server_ms'], x['c1_raw_ms']):+.2f}" for x in r["rounds"])
+                + " ms.",
             ]
         top = summarize(r, max(args.concurrency))
         lines += [

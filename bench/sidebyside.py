@@ -187,6 +187,11 @@ def alternate_blocks(raw: Raw, server: ClientBlocks | WrkBlocks, blocks: int, ca
     return raw_ms, server_ms
 
 
+def median_difference(server_ms: list[float], raw_ms: list[float]) -> float:
+    """The median of the paired differences (server minus raw)."""
+    return statistics.median(s - r for s, r in zip(server_ms, raw_ms))
+
+
 def summarize_blocks(raw_ms: list[float], server_ms: list[float]) -> dict:
     differences = [s - r for s, r in zip(server_ms, raw_ms)]
     return {
