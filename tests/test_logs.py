@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from inferserve.logs import OffLoopLogging
+from inferserve.frontend.access_log import OffLoopLogging
 
 
 @pytest.fixture

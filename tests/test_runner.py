@@ -1,4 +1,4 @@
-"""BatchRunner against a real tiny model: fault isolation by bisection."""
+"""PipelineTask against a real tiny model: fault isolation by bisection."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from inferserve.config import ModelSpec
-from inferserve.model import load_model
-from inferserve.rejections import InputRejected, ParametersRejected
-from inferserve.runner import BatchRunner
+from inferserve.common.config import ModelSpec
+from inferserve.model.errors import InputRejected, ParametersRejected
+from inferserve.model.loading import load_model
+from inferserve.model.tasks.pipeline import PipelineTask
 
 
 @pytest.fixture(scope="module")
-def runner(fill_mask_model: Path) -> BatchRunner:
-    return BatchRunner(load_model(ModelSpec(model=str(fill_mask_model))))
+def runner(fill_mask_model: Path) -> PipelineTask:
+    loaded = load_model(ModelSpec(model=str(fill_mask_model)))
+    return PipelineTask(loaded.pipeline, loaded.task)
 
 
-def test_a_failing_item_is_isolated_and_its_neighbours_succeed(runner: BatchRunner) -> None:
+def test_a_failing_item_is_isolated_and_its_neighbours_succeed(runner: PipelineTask) -> None:
     params = runner.parse_params({})
     good = [runner.prepare(f"item {i} is [MASK].", params) for i in range(5)]
     poisoned = runner.prepare("poisoned [MASK].", params)
@@ -33,7 +34,7 @@ def test_a_failing_item_is_isolated_and_its_neighbours_succeed(runner: BatchRunn
         assert [r["token"] for r in got] == [r["token"] for r in want]
 
 
-def test_batched_outputs_equal_single_calls(runner: BatchRunner) -> None:
+def test_batched_outputs_equal_single_calls(runner: PipelineTask) -> None:
     params = runner.parse_params({"top_k": 3})
     texts = ["short [MASK]", "a much longer sentence whose [MASK] sits in the middle of it", "x [MASK] y"]
     batched = runner.run([runner.prepare(t, params) for t in texts], params)
@@ -43,7 +44,7 @@ def test_batched_outputs_equal_single_calls(runner: BatchRunner) -> None:
         assert [r["score"] for r in output] == pytest.approx([r["score"] for r in single], rel=1e-4)
 
 
-def test_rejections_are_typed(runner: BatchRunner) -> None:
+def test_rejections_are_typed(runner: PipelineTask) -> None:
     with pytest.raises(ParametersRejected, match="unsupported parameter 'bogus'"):
         runner.parse_params({"bogus": 1})
     with pytest.raises(InputRejected):
@@ -53,12 +54,12 @@ def test_rejections_are_typed(runner: BatchRunner) -> None:
 def test_over_long_input_is_truncated_or_rejected(fill_mask_model: Path) -> None:
     loaded = load_model(ModelSpec(model=str(fill_mask_model)))
     long_text = "[MASK] " + "word " * 400
-    truncating = BatchRunner(loaded, truncate=True)
+    truncating = PipelineTask(loaded.pipeline, loaded.task, truncate=True)
     params = truncating.parse_params({})
     prepared = truncating.prepare(long_text, params)
     assert prepared.tokens == truncating.max_tokens == 128
     assert not isinstance(truncating.run([prepared], params)[0], Exception)
-    strict = BatchRunner(loaded, truncate=False)
+    strict = PipelineTask(loaded.pipeline, loaded.task, truncate=False)
     with pytest.raises(InputRejected, match="at most 128"):
         strict.prepare(long_text, params)
 
@@ -70,7 +71,7 @@ def test_feature_extraction_skips_the_unused_pooler_and_answers_the_same(embeddi
     assert loaded.pipeline.model.pooler is None
     reference = transformers.pipeline("feature-extraction", model=str(embedding_model))
     assert reference.model.pooler is not None
-    runner = BatchRunner(loaded)
+    runner = PipelineTask(loaded.pipeline, loaded.task)
     params = runner.parse_params({})
     texts = ["hello world", "a somewhat longer sentence than the first one"]
     for text in texts:
@@ -81,7 +82,7 @@ def test_feature_extraction_skips_the_unused_pooler_and_answers_the_same(embeddi
 def test_a_pooler_the_forward_cannot_do_without_is_kept() -> None:
     import torch
 
-    from inferserve.model import drop_unused_pooler
+    from inferserve.model.loading import drop_unused_pooler
 
     class NeedsPooler(torch.nn.Module):
         def __init__(self) -> None:

@@ -18,29 +18,28 @@ from typing import Any
 
 import multiprocess
 
-from .backend import DeadlineExceeded, WorkerDied, WorkerUnavailable
-from .config import BatchPolicy, ModelSpec
-from .ipc import (
+from ..common.config import BatchPolicy, ModelSpec
+from ..common.launch import run_entry_point
+from ..common.transport import Channel, open_pipes
+from ..ipc import (
     BatchReport,
+    Call,
     CancelRequest,
-    Channel,
-    EmbedOptions,
     FromWorker,
     InferRequest,
     InferResult,
-    LoopReader,
-    LoopWriter,
-    RequestKind,
     StopWorker,
     StreamChunk,
     WorkerFailed,
     WorkerReady,
-    open_pipes,
 )
-from .worker import worker_main
+from .errors import DeadlineExceeded, WorkerDied, WorkerUnavailable
+from .pipe_io import LoopReader, LoopWriter
 
 log = logging.getLogger("inferserve")
 
+# The worker process's entry point, imported only in the spawned child.
+WORKER_ENTRY_POINT = "inferserve.worker:worker_main"
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 10.0
 
@@ -81,7 +80,6 @@ class WorkerHandle:
         self._stopping = False
         self._backoff_s = _BACKOFF_FIRST_S
         self._restart_task: asyncio.Task[None] | None = None
-        self.restarts = 0
         # Resolved with an error message if the model cannot be loaded at all
         # on first start: the server then exits instead of retrying forever.
         self.fatal: asyncio.Future[str] | None = None
@@ -127,16 +125,9 @@ class WorkerHandle:
     def info(self) -> WorkerReady | None:
         return self._info
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
     # ---- requests ----------------------------------------------------------
 
-    async def infer(
-        self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float,
-        kind: RequestKind = RequestKind.PIPELINE, embed: EmbedOptions | None = None,
-    ) -> InferResult:
+    async def infer(self, call: Call, deadline: float) -> InferResult:
         if not self._ready or self._writer is None:
             raise WorkerUnavailable("the model is not ready")
         loop = asyncio.get_running_loop()
@@ -144,10 +135,10 @@ class WorkerHandle:
         future: asyncio.Future[InferResult] = loop.create_future()
         self._pending[request_id] = future
         writer = self._writer
-        self._queued_items += len(inputs)
+        self._queued_items += len(call.inputs)
         try:
             try:
-                writer.send(InferRequest(request_id, inputs, params, single, deadline, kind, embed))
+                writer.send(InferRequest(request_id, call, deadline))
             except (OSError, ValueError) as exc:  # the pipe broke under us
                 raise WorkerDied("the worker went away") from exc
             # One timer instead of wait_for's extra task hops on every answer.
@@ -164,11 +155,9 @@ class WorkerHandle:
             raise
         finally:
             self._pending.pop(request_id, None)
-            self._queued_items -= len(inputs)
+            self._queued_items -= len(call.inputs)
 
-    async def stream(
-        self, prompt: str, params: dict[str, Any], deadline: float
-    ) -> AsyncIterator[StreamChunk | InferResult]:
+    async def stream(self, call: Call, deadline: float) -> AsyncIterator[StreamChunk | InferResult]:
         """Yield each generated token's chunk, then the final InferResult."""
         if not self._ready or self._writer is None:
             raise WorkerUnavailable("the model is not ready")
@@ -178,7 +167,7 @@ class WorkerHandle:
         writer = self._writer
         try:
             try:
-                writer.send(InferRequest(request_id, (prompt,), params, True, deadline, RequestKind.STREAM))
+                writer.send(InferRequest(request_id, call, deadline))
             except (OSError, ValueError) as exc:
                 raise WorkerDied("the worker went away") from exc
             while True:
@@ -211,8 +200,8 @@ class WorkerHandle:
         generation = self._generation
         front_ends, worker_ends = open_pipes(self._context)
         process = self._context.Process(
-            target=worker_main,
-            args=(worker_ends, self._spec, self._policy, *self._log_settings),
+            target=run_entry_point,
+            args=(WORKER_ENTRY_POINT, worker_ends, self._spec, self._policy, *self._log_settings),
             name=f"inferserve-worker-{self.index}",
             daemon=True,
         )
@@ -293,7 +282,6 @@ class WorkerHandle:
         await asyncio.sleep(delay)
         if self._stopping:
             return
-        self.restarts += 1
         if self._on_restart is not None:
             self._on_restart()
         await self._spawn()

@@ -15,11 +15,10 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
 
-from .backend import WorkerDied, WorkerUnavailable
-from .config import BatchPolicy, ModelSpec
-from .ipc import BatchReport, EmbedOptions, InferResult, RequestKind, WorkerReady
+from ..common.config import BatchPolicy, ModelSpec
+from ..ipc import BatchReport, Call, InferResult, StreamChunk, WorkerReady
+from .errors import WorkerDied, WorkerUnavailable
 from .worker_handle import WorkerHandle
 
 log = logging.getLogger("inferserve")
@@ -87,23 +86,16 @@ class WorkerPool:
     def info(self) -> WorkerReady | None:
         return next((w.info for w in self.workers if w.info is not None), None)
 
-    @property
-    def restarts(self) -> int:
-        return sum(worker.restarts for worker in self.workers)
-
     def _least_loaded(self, exclude: tuple[WorkerHandle, ...] = ()) -> WorkerHandle:
         ready = [w for w in self.workers if w.ready and w not in exclude]
         if not ready:
             raise WorkerUnavailable("no worker is ready")
         return min(ready, key=lambda w: (w.queued_items, w.index))
 
-    async def infer(
-        self, inputs: tuple[Any, ...], params: dict[str, Any], single: bool, deadline: float,
-        kind: RequestKind = RequestKind.PIPELINE, embed: EmbedOptions | None = None,
-    ) -> InferResult:
+    async def infer(self, call: Call, deadline: float) -> InferResult:
         worker = self._least_loaded()
         try:
-            result = await worker.infer(inputs, params, single, deadline, kind, embed)
+            result = await worker.infer(call, deadline)
         except WorkerDied:
             if time.monotonic() >= deadline:
                 raise
@@ -112,11 +104,11 @@ class WorkerPool:
                      died.index, worker.index)
             if self._on_retry is not None:
                 self._on_retry()
-            result = await worker.infer(inputs, params, single, deadline, kind, embed)
+            result = await worker.infer(call, deadline)
         if self._on_answer is not None:
             self._on_answer(worker.index)
         return result
 
-    def stream(self, prompt: str, params: dict[str, Any], deadline: float) -> AsyncIterator[Any]:
+    def stream(self, call: Call, deadline: float) -> AsyncIterator[StreamChunk | InferResult]:
         # No retry: tokens may already have reached the client.
-        return self._least_loaded().stream(prompt, params, deadline)
+        return self._least_loaded().stream(call, deadline)

@@ -1,4 +1,4 @@
-"""Streaming text generation in the worker: tokens leave as they are made.
+"""The streaming task: text generation whose tokens leave as they are made.
 
 Each stream runs the pipeline's own stages (preprocess, forward = generate,
 postprocess) on a thread of its own, with a streamer that sends one
@@ -21,7 +21,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from .ipc import FromWorker, InferRequest, InferResult, Outcome, StreamChunk
+from ...ipc import FromWorker, InferRequest, InferResult, Outcome, StreamChunk
+from ..errors import ParametersRejected
 
 log = logging.getLogger("inferserve.worker")
 
@@ -70,15 +71,24 @@ class _StopWhen(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
-class StreamRunner:
-    def __init__(self, pipe: Any, send: Callable[[FromWorker], None], max_concurrent: int = 4) -> None:
+class StreamingTask:
+    def __init__(
+        self, pipe: Any, parse_params: Callable[[dict[str, Any]], Any], send: Callable[[FromWorker], None],
+        max_concurrent: int = 4,
+    ) -> None:
         self._pipe = pipe
+        self._parse_params = parse_params  # the pipeline task's
         self._send = send
         self._slots = threading.Semaphore(max_concurrent)
         self._lock = threading.Lock()
         self._cancelled: dict[int, threading.Event] = {}
 
-    def start(self, request: InferRequest, params: Any) -> None:
+    def start(self, request: InferRequest) -> None:
+        try:
+            params = self._parse_params(request.call.params)
+        except ParametersRejected as exc:
+            self._send(InferResult(request.request_id, Outcome.INVALID_PARAMETERS, message=str(exc)[:500]))
+            return
         cancelled = threading.Event()
         with self._lock:
             self._cancelled[request.request_id] = cancelled
@@ -111,7 +121,7 @@ class StreamRunner:
 
     def _generate(self, request: InferRequest, params: Any, cancelled: threading.Event) -> tuple[InferResult, int]:
         started = time.monotonic()
-        (prompt,) = request.inputs
+        (prompt,) = request.call.inputs
         model_inputs = self._pipe.preprocess(prompt, **params.preprocess)
         decode_kwargs = {
             "skip_special_tokens": params.postprocess.get("skip_special_tokens", True),

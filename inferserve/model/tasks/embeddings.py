@@ -1,4 +1,5 @@
-"""Sentence embeddings in the worker: one pooled vector per input.
+"""The sentence-embedding task: one pooled vector per input (``/embed``,
+``/v1/embeddings``).
 
 Follows a sentence-transformers model directory: ``modules.json`` names a
 Pooling module (``1_Pooling/config.json`` says mean / CLS / max /
@@ -10,17 +11,20 @@ mask, in one batched tensor operation. A plain transformers model (no
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 
-from .model import token_limit
-from .rejections import InputRejected
-from .runner import Prepared
+from ...ipc import Call, EmbedOptions
+from ..errors import InputRejected, ParametersRejected
+from ..tokens import token_limit
+from .base import Prepared, TaskPlan, run_isolated
 
 _POOLING_MODES = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens")
 
@@ -59,7 +63,7 @@ def read_pooling_config(model_dir: str) -> PoolingConfig:
     return PoolingConfig(mode=mode, normalize=normalize, max_seq_length=max_seq_length)
 
 
-class SentenceEmbedder:
+class SentenceEmbeddingTask:
     def __init__(self, pipe: Any, model_dir: str, truncate: bool = True) -> None:
         self._model = pipe.model
         self._tokenizer = pipe.tokenizer
@@ -70,7 +74,13 @@ class SentenceEmbedder:
         self.dimension = int(self._model.config.hidden_size)
         self._vocab_size = int(self._model.config.vocab_size)
 
-    def prepare(self, value: Any) -> Prepared:
+    def plan(self, call: Call) -> TaskPlan:
+        options = call.embed or EmbedOptions()
+        if options.dimensions is not None and not 1 <= options.dimensions <= self.dimension:
+            raise ParametersRejected(f"dimensions must be between 1 and {self.dimension}")
+        return TaskPlan(options, (options.normalize, options.dimensions))
+
+    def prepare(self, value: Any, options: EmbedOptions | None = None) -> Prepared:
         """Text, or a list of token ids (taken as already tokenized)."""
         if isinstance(value, str):
             ids = self._tokenizer(value, truncation=False)["input_ids"]
@@ -89,8 +99,19 @@ class SentenceEmbedder:
                 ids = ids[: self.max_tokens]
         return Prepared(value=value, features=ids, tokens=len(ids))
 
+    def run(self, batch: list[Prepared], options: EmbedOptions) -> list[Any]:
+        return run_isolated(batch, lambda part: self._embed(part, options.normalize, options.dimensions))
+
+    def encode(self, outputs: list[Any], call: Call, options: EmbedOptions, tokens: int) -> bytes:
+        if options.response == "openai":
+            return _openai_document(outputs, options.model_name, tokens, options.encoding_format)
+        return _dumps(np.stack(outputs))  # TEI's shape: a list of vectors
+
+    def warmup(self) -> None:
+        self._embed([self.prepare("hello world")] * 2, None, None)
+
     @torch.inference_mode()
-    def embed(self, batch: list[Prepared], normalize: bool | None, dimensions: int | None) -> list[np.ndarray]:
+    def _embed(self, batch: list[Prepared], normalize: bool | None, dimensions: int | None) -> list[np.ndarray]:
         longest = max(item.tokens for item in batch)
         input_ids = torch.full((len(batch), longest), self._tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -118,3 +139,25 @@ class SentenceEmbedder:
         if mode == "mean_sqrt_len_tokens":
             return summed / counts.sqrt()
         return summed / counts
+
+
+def _dumps(document: Any) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _openai_document(vectors: list[np.ndarray], model: str, prompt_tokens: int, encoding_format: str) -> bytes:
+    """``POST /v1/embeddings``: OpenAI's embeddings response."""
+    data = []
+    for index, vector in enumerate(vectors):
+        if encoding_format == "base64":
+            # OpenAI's base64 format: little-endian float32 bytes.
+            embedding: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode()
+        else:
+            embedding = vector
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    return _dumps({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    })

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from .errors import OUTCOME_STATUS, RETRY_AFTER_S, ErrorFactory
-from .ipc import InferResult, Outcome, StreamChunk
-from .backend import DeadlineExceeded, WorkerUnavailable
+from ..ipc import InferResult, Outcome, StreamChunk
+from .errors import DeadlineExceeded, WorkerUnavailable
+from .responses import ErrorFactory, Failure, exception_failure, failure_response, outcome_failure
 
 
 async def stream_events(
@@ -24,6 +24,7 @@ async def stream_events(
     """
     response: web.StreamResponse | None = None
     tokens = 0
+    failure: Failure | None = None
     try:
         async for item in items:
             if isinstance(item, StreamChunk):
@@ -34,24 +35,19 @@ async def stream_events(
                 await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
                 continue
             if item.outcome is not Outcome.OK:
-                status, kind = OUTCOME_STATUS[item.outcome]
-                if response is None:
-                    return error(status, kind, item.message, headers)
-                await response.write(_sse_error(kind, item.message))
+                failure = outcome_failure(item.outcome, item.message)
                 break
             output = orjson.loads(item.body)  # small: the final text only
             text = output[0].get("generated_text") if isinstance(output, list) and output else None
             final = {"index": tokens, "token": None, "generated_text": text, "output": output}
             response = response or await _open(request, headers)  # no token at all is possible
             await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
-    except WorkerUnavailable as exc:
+    except (WorkerUnavailable, DeadlineExceeded) as exc:
+        failure = exception_failure(exc)
+    if failure is not None:
         if response is None:
-            return error(503, "unavailable", str(exc), {**headers, "Retry-After": RETRY_AFTER_S})
-        await response.write(_sse_error("unavailable", str(exc)))
-    except DeadlineExceeded:
-        if response is None:
-            return error(504, "deadline_exceeded", "no answer in time", headers)
-        await response.write(_sse_error("deadline_exceeded", "the deadline passed mid-stream"))
+            return failure_response(failure, error, headers)
+        await response.write(_sse_error(failure.kind, failure.message))
     if response is None:  # the worker ended the stream without a word: our bug
         return error(500, "internal_error", "the stream ended without an answer", headers)
     await response.write_eof()

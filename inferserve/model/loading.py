@@ -1,8 +1,4 @@
-"""Model loading: resolve device and task, build the transformers pipeline.
-
-Imported only inside the worker process: importing transformers imports
-torch, which the front-end must never do.
-"""
+"""Model loading: resolve device and task, build the pipeline, once."""
 
 from __future__ import annotations
 
@@ -13,7 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ModelSpec
+from ..common.config import ModelSpec
+from .errors import ModelLoadError
 
 log = logging.getLogger("inferserve.worker")
 
@@ -39,10 +36,6 @@ class LoadedModel:
     device: str
     dtype: str
     steps: dict[str, float] = field(default_factory=dict)
-
-
-class ModelLoadError(Exception):
-    """The model cannot be loaded; the message is safe to log."""
 
 
 def resolve_device(requested: str) -> str:
@@ -71,24 +64,11 @@ def infer_task(model: str) -> str:
     raise ModelLoadError(f"cannot infer the task from architectures {architectures}; pass --task")
 
 
-# A tokenizer's model_max_length above this is transformers' "unset" sentinel.
-_UNSET_MAX_LENGTH = 1_000_000
-
-
-def token_limit(tokenizer: Any, model_config: Any, *more: int | None) -> int | None:
-    """The most tokens one input may have: the smallest of what the tokenizer,
-    the position embeddings and any further limit allow (None: none known)."""
-    limits = [getattr(tokenizer, "model_max_length", None),
-              getattr(model_config, "max_position_embeddings", None), *more]
-    usable = [n for n in limits if isinstance(n, int) and 0 < n < _UNSET_MAX_LENGTH]
-    return min(usable, default=None)
-
-
 def _served_by_us(task: str) -> bool:
     """Tasks that run on inferserve's own implementation: transformers 5
     removed their pipelines (question-answering and the seq2seq tasks), and
     one implementation keeps their outputs the same whatever is installed."""
-    from .text_tasks import own_task_family
+    from .tasks.own_base import own_task_family
 
     return own_task_family(task) is not None
 
@@ -100,7 +80,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     import torch
     import transformers
 
-    from .text_tasks import build_own_pipeline
+    from .tasks.own_pipelines import build_own_pipeline
 
     steps["import"] = time.perf_counter() - started
     transformers.utils.logging.disable_progress_bar()  # no tqdm bars in server logs
@@ -140,13 +120,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 def drop_unused_pooler(pipe: Any) -> bool:
     """Stop computing a base model's pooler for feature-extraction.
 
-    The task answers with the last hidden state (the pipeline's
-    ``outputs[0]``; sentence embeddings pool it themselves), yet a BERT-like
-    model runs its pooler (a dense layer and tanh over the first token) on
-    every call and the result is thrown away. MiniLM on 2 vCPUs: 0.2-0.4 ms
-    of a ~14 ms pass at batch size 1, where the weights come from memory.
-    Most forwards skip a missing pooler; one that does not, or whose hidden
-    states would change, keeps it. Returns whether it was dropped.
+    The task answers with the last hidden state, yet a BERT-like model runs
+    its pooler on every call (docs/design.md#pooler). A probe keeps it where
+    the forward needs it or the hidden states would change. Returns whether
+    it was dropped.
     """
     import torch
 

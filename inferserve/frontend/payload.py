@@ -1,4 +1,5 @@
-"""Parse and validate inference request bodies (no aiohttp, no torch).
+"""Parse and validate request bodies into the ``Call`` the worker receives
+(no aiohttp, no torch; large bodies are parsed on a thread).
 
 Two shapes are accepted on ``POST /``:
 - a raw text body (``curl -d "test [MASK]"``: form-encoded or text/plain),
@@ -9,12 +10,13 @@ Two shapes are accepted on ``POST /``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
-from .ipc import EmbedOptions
+from ..common.config import ServerConfig
+from ..ipc import Call, EmbedOptions, RequestKind
+from .errors import PayloadError
 
 # Content types whose body is taken verbatim as one text input. curl -d sends
 # application/x-www-form-urlencoded; the classic Starlette example read the
@@ -24,33 +26,20 @@ TEXT_CONTENT_TYPES = frozenset(
 )
 
 
-class PayloadError(Exception):
-    """A client error in the request body: carries the HTTP status and kind."""
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class InferencePayload:
-    inputs: tuple[Any, ...]
-    parameters: dict[str, Any]
-    single: bool  # one input sent: answer with one output, not a list
-    stream: bool = False  # Server-Sent Events, one per generated token
+# Turns a body (with its content type) into a Call, or raises PayloadError.
+Parser = Callable[[bytes, str, ServerConfig], Call]
 
 
 def is_json(content_type: str) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
-def parse_inference_body(body: bytes, content_type: str, max_inputs: int) -> InferencePayload:
+def parse_pipeline(body: bytes, content_type: str, config: ServerConfig) -> Call:
+    """``POST /``: a raw text body or the HF inference API's JSON."""
     if is_json(content_type):
-        return _parse_json(body, max_inputs)
+        return _parse_json(body, config.max_inputs)
     if content_type in TEXT_CONTENT_TYPES:
-        return InferencePayload(inputs=(_decode_text(body),), parameters={}, single=True)
+        return Call(RequestKind.PIPELINE, (_decode_text(body),), single=True)
     raise PayloadError(
         415,
         "unsupported_media_type",
@@ -78,7 +67,7 @@ def _json_object(body: bytes, example: str) -> dict[str, Any]:
     return document
 
 
-def _parse_json(body: bytes, max_inputs: int) -> InferencePayload:
+def _parse_json(body: bytes, max_inputs: int) -> Call:
     document = _json_object(body, '{"inputs": ...}')
     if "inputs" not in document:
         raise PayloadError(400, "missing_inputs", 'the JSON object has no "inputs" field')
@@ -93,7 +82,8 @@ def _parse_json(body: bytes, max_inputs: int) -> InferencePayload:
         raise PayloadError(400, "invalid_request", '"stream" must be true or false')
     if stream and not (single and isinstance(inputs[0], str)):
         raise PayloadError(400, "invalid_request", 'streaming takes one string in "inputs"')
-    return InferencePayload(inputs=inputs, parameters=parameters, single=single, stream=stream)
+    kind = RequestKind.STREAM if stream else RequestKind.PIPELINE
+    return Call(kind, inputs, parameters, single)
 
 
 def _inputs(raw: Any, field: str, max_inputs: int, check: Any) -> tuple[tuple[Any, ...], bool]:
@@ -110,27 +100,34 @@ def _inputs(raw: Any, field: str, max_inputs: int, check: Any) -> tuple[tuple[An
     return (raw,), True
 
 
-def parse_embed_body(body: bytes, max_inputs: int) -> tuple[tuple[Any, ...], EmbedOptions]:
+def _require_json(content_type: str) -> None:
+    if not is_json(content_type):
+        raise PayloadError(415, "unsupported_media_type", "send application/json")
+
+
+def parse_embed(body: bytes, content_type: str, config: ServerConfig) -> Call:
     """``POST /embed``: {"inputs": str | [str], "normalize": bool} (TEI's shape)."""
+    _require_json(content_type)
     document = _json_object(body, '{"inputs": ...}')
     if "inputs" not in document:
         raise PayloadError(400, "missing_inputs", 'the JSON object has no "inputs" field')
-    inputs, _ = _inputs(document["inputs"], "inputs", max_inputs, _check_text)
+    inputs, _ = _inputs(document["inputs"], "inputs", config.max_inputs, _check_text)
     normalize = document.get("normalize")
     if normalize is not None and not isinstance(normalize, bool):
         raise PayloadError(400, "invalid_parameters", '"normalize" must be true or false')
-    return inputs, EmbedOptions(normalize=normalize, response="tei")
+    return Call(RequestKind.EMBED, inputs, embed=EmbedOptions(normalize=normalize, response="tei"))
 
 
-def parse_openai_embeddings_body(body: bytes, max_inputs: int, served_model: str) -> tuple[tuple[Any, ...], EmbedOptions]:
+def parse_openai_embeddings(body: bytes, content_type: str, config: ServerConfig) -> Call:
     """``POST /v1/embeddings``: OpenAI's request (input: str, [str], [int] or [[int]])."""
+    _require_json(content_type)
     document = _json_object(body, '{"input": ..., "model": ...}')
     if "input" not in document:
         raise PayloadError(400, "missing_inputs", 'the JSON object has no "input" field')
     raw = document["input"]
     if isinstance(raw, list) and raw and all(_is_token_id(t) for t in raw):
         raw = [raw]  # one input given as token ids
-    inputs, _ = _inputs(raw, "input", max_inputs, _check_text_or_tokens)
+    inputs, _ = _inputs(raw, "input", config.max_inputs, _check_text_or_tokens)
     encoding_format = document.get("encoding_format") or "float"
     if encoding_format not in ("float", "base64"):
         raise PayloadError(400, "invalid_parameters", '"encoding_format" must be "float" or "base64"')
@@ -140,12 +137,13 @@ def parse_openai_embeddings_body(body: bytes, max_inputs: int, served_model: str
     model = document.get("model")
     if model is not None and not isinstance(model, str):
         raise PayloadError(400, "invalid_parameters", '"model" must be a string')
-    return inputs, EmbedOptions(
+    options = EmbedOptions(
         dimensions=dimensions,
         response="openai",
         encoding_format=encoding_format,
-        model_name=model or served_model,
+        model_name=model or config.served_model_name,
     )
+    return Call(RequestKind.EMBED, inputs, embed=options)
 
 
 def _is_token_id(value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Batched execution of a transformers pipeline, one stage at a time.
+"""The pipeline task: a transformers pipeline, batched one stage at a time.
 
 ``pipeline(list, batch_size=n)`` pads a batch and hands back padded outputs
 (feature-extraction then returns pad-token vectors a single call would not).
@@ -9,24 +9,25 @@ and ``postprocess`` it, so every output equals ``pipeline(text)``.
 Other tasks go through the pipeline's own list call.
 
 A failing batch is bisected so only the guilty item fails (this also halves
-a batch that ran out of memory).
+a batch that ran out of memory). Why stage by stage: docs/design.md#staged-batching.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from transformers.pipelines.base import pad_collate_fn
 
-from .model import LoadedModel, token_limit
-from .rejections import InputRejected, ParametersRejected
-
-log = logging.getLogger("inferserve.worker")
+from ...ipc import Call
+from ..errors import InputRejected, ParametersRejected
+from ..tokens import token_limit
+from .base import Prepared, TaskPlan, run_isolated
+from .own_base import OwnPipeline
 
 # Tasks whose pipeline is a plain preprocess -> forward -> postprocess chain
 # over a tokenizer, which we batch stage by stage.
@@ -49,22 +50,16 @@ class PipelineParams:
     postprocess: dict[str, Any]
 
 
-@dataclass(slots=True)
-class Prepared:
-    """One input, ready for a batch."""
+class PipelineTask:
+    """``POST /``: what ``pipeline(inputs, **parameters)`` returns, batched."""
 
-    value: Any  # what the client sent
-    features: Any  # staged: the tokenized tensors; otherwise the value itself
-    tokens: int
-
-
-class BatchRunner:
-    def __init__(self, model: LoadedModel, truncate: bool = True) -> None:
-        self._pipe = model.pipeline
-        self.task = model.task
+    def __init__(self, pipe: Any, task: str, truncate: bool = True) -> None:
+        self._pipe = pipe
+        self.task = task
+        self._own = pipe if isinstance(pipe, OwnPipeline) else None  # a task transformers 5 dropped
         self._truncate = truncate
         tokenizer = getattr(self._pipe, "tokenizer", None)
-        self._staged = model.task in STAGED_TASKS and tokenizer is not None
+        self._staged = task in STAGED_TASKS and tokenizer is not None
         self._can_pad = tokenizer is not None and tokenizer.pad_token_id is not None
         self._pad_right = tokenizer is None or tokenizer.padding_side != "left"
         self._collate = (
@@ -75,6 +70,11 @@ class BatchRunner:
         self.max_tokens = token_limit(tokenizer, self._pipe.model.config)
 
     # ---- per request, as it arrives ----------------------------------------
+
+    def plan(self, call: Call) -> TaskPlan:
+        params = self.parse_params(call.params)
+        # Only requests computed the same way may share a batch.
+        return TaskPlan(params, orjson.dumps(call.params, option=orjson.OPT_SORT_KEYS))
 
     def parse_params(self, params: dict[str, Any]) -> PipelineParams:
         try:
@@ -90,9 +90,8 @@ class BatchRunner:
 
     def prepare(self, value: Any, params: PipelineParams) -> Prepared:
         if not self._staged:
-            check = getattr(self._pipe, "check_input", None)  # our own text_tasks pipelines
-            if check is not None:
-                check(value)
+            if self._own is not None:
+                self._own.check_input(value)
             return Prepared(value=value, features=value, tokens=_rough_tokens(value))
         features = self._preprocess(value, params.preprocess)
         tokens = int(features["input_ids"].shape[-1])
@@ -105,7 +104,12 @@ class BatchRunner:
             tokens = int(features["input_ids"].shape[-1])
         return Prepared(value=value, features=features, tokens=tokens)
 
-    def finalize(self, output: Any, value: Any, params: PipelineParams) -> Any:
+    def encode(self, outputs: list[Any], call: Call, params: PipelineParams, tokens: int) -> bytes:
+        finals = [self._finalize(out, value, params) for out, value in zip(outputs, call.inputs)]
+        document = finals[0] if call.single else self._combine(finals)
+        return orjson.dumps(document, default=_to_jsonable, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _finalize(self, output: Any, value: Any, params: PipelineParams) -> Any:
         """Give a single input the exact shape ``pipeline(value)`` returns."""
         if self._staged and self.task == "text-classification":
             # TextClassificationPipeline.__call__ wraps a lone string's result
@@ -114,18 +118,16 @@ class BatchRunner:
                 return [output]
         return output
 
-    def combine(self, outputs: list[Any]) -> list[Any]:
+    def _combine(self, outputs: list[Any]) -> list[Any]:
         """The answer to a list request, from each input's own output."""
-        as_list = getattr(self._pipe, "as_list_output", None)  # seq2seq: 4.x flattened it
-        return as_list(outputs) if as_list is not None else outputs
+        return self._own.combine(outputs) if self._own is not None else outputs
 
     # ---- per batch (model thread) ----------------------------------------
 
     def run(self, batch: list[Prepared], params: PipelineParams) -> list[Any]:
         """One output per item, or the exception that item raised."""
-        # inference_mode, not the no_grad a pipeline uses: the same numbers,
-        # with less dispatch work per op (no version counters or autograd
-        # views). MiniLM's forward pass on 2 vCPUs: 0.3-0.5 ms of ~16 ms.
+        # inference_mode, not a pipeline's no_grad: the same numbers, less
+        # dispatch per op (docs/design.md#inference-mode).
         with torch.inference_mode():
             return run_isolated(batch, lambda part: self._run_once(part, params))
 
@@ -206,7 +208,7 @@ class BatchRunner:
     # ---- start-up ----------------------------------------------------------
 
     def _generates(self) -> bool:
-        return hasattr(self._pipe, "as_list_output")  # our seq2seq pipelines
+        return self._own is not None and self._own.generates
 
     def warmup_input(self) -> Any:
         mask = getattr(getattr(self._pipe, "tokenizer", None), "mask_token", None)
@@ -226,25 +228,6 @@ class BatchRunner:
                 raise result
 
 
-def run_isolated(batch: list[Prepared], compute: Callable[[list[Prepared]], list[Any]]) -> list[Any]:
-    """``compute(batch)``, bisecting on failure so only guilty items fail.
-
-    Returns one output per item, or the exception that item raised alone.
-    An out-of-memory error is handled the same way: halves are smaller.
-    """
-    try:
-        return compute(batch)
-    except Exception as exc:  # noqa: BLE001 - isolate, then report per item
-        if len(batch) == 1:
-            return [exc]
-        if _is_out_of_memory(exc):
-            log.warning("out of memory on a batch of %d: halving it", len(batch))
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        mid = len(batch) // 2
-        return run_isolated(batch[:mid], compute) + run_isolated(batch[mid:], compute)
-
-
 def _public_message(exc: BaseException) -> str:
     # "FillMaskPipeline._sanitize_parameters() got an unexpected keyword
     # argument 'x'" names our internals; say what the client did instead.
@@ -261,5 +244,7 @@ def _rough_tokens(value: Any) -> int:
     return max(1, len(text) // 4)
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+def _to_jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # torch tensors
+        return value.tolist()
+    raise TypeError(f"cannot encode {type(value).__name__}")

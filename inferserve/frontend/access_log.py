@@ -1,9 +1,9 @@
-"""Logging set-up shared by the front-end and the worker: text or JSON lines."""
+"""The front-end's logging: records and access lines are written by one
+thread off the event loop (why: docs/design.md#access-log)."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -11,43 +11,10 @@ from dataclasses import dataclass
 from time import time as _wall_clock  # log()'s `time` argument shadows the module
 from typing import Any
 
-import orjson
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-# Attribute on a LogRecord carrying structured fields (pass as extra={FIELDS: {...}}).
-FIELDS = "fields"
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        document: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "message": record.getMessage(),
-        }
-        document.update(getattr(record, FIELDS, None) or {})
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(document).decode()
-
-
-def configure_logging(level: str, log_format: str, role: str) -> None:
-    logging.getLogger().handlers[:] = [_stderr_handler(log_format, role)]
-    logging.getLogger().setLevel(level.upper())
-
-
-def _stderr_handler(log_format: str, role: str) -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{role} %(process)d] %(message)s"))
-    return handler
+from ..common.logsetup import FIELDS, stderr_handler
 
 
 class _HandOffHandler(logging.Handler):
@@ -76,7 +43,7 @@ class OffLoopLogging:
     """
 
     def __init__(self, level: str, log_format: str, role: str, flush_interval_s: float = 0.05) -> None:
-        self._target = _stderr_handler(log_format, role)
+        self._target = stderr_handler(log_format, role)
         self._level = level.upper()
         self._flush_interval_s = flush_interval_s
         self._pending: deque[logging.LogRecord] = deque()

@@ -1,0 +1,76 @@
+"""How outcomes and failures look to clients: one mapping to HTTP statuses,
+and the JSON error shape of each API family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from aiohttp import web
+
+from ..ipc import Outcome
+from .errors import DeadlineExceeded, PayloadError, WorkerUnavailable
+
+RETRY_AFTER_S = "1"
+
+_OUTCOME_STATUS = {
+    Outcome.INVALID_INPUT: (422, "invalid_input"),
+    Outcome.INVALID_PARAMETERS: (422, "invalid_parameters"),
+    Outcome.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
+    Outcome.INTERNAL: (500, "internal_error"),
+}
+
+
+class Failure(Exception):
+    """An answer that is an error: its status, kind, message and extra headers."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.headers = headers or {}
+
+
+def outcome_failure(outcome: Outcome, message: str) -> Failure:
+    """A worker's non-OK outcome as the HTTP error it becomes."""
+    status, kind = _OUTCOME_STATUS[outcome]
+    return Failure(status, kind, message)
+
+
+def exception_failure(exc: Exception) -> Failure:
+    """A front-end exception (parsing, worker gone, deadline) as an HTTP error."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, PayloadError):
+        return Failure(exc.status, exc.kind, exc.message)
+    if isinstance(exc, WorkerUnavailable):
+        return Failure(503, "unavailable", str(exc) or "no worker is available", {"Retry-After": RETRY_AFTER_S})
+    if isinstance(exc, DeadlineExceeded):
+        return Failure(504, "deadline_exceeded", str(exc) or "no answer in time")
+    raise TypeError(f"not a request failure: {exc!r}") from exc
+
+
+def unavailable(message: str) -> Failure:
+    return Failure(503, "unavailable", message, {"Retry-After": RETRY_AFTER_S})
+
+
+# (status, kind, message, headers) -> response; each API family has its shape.
+ErrorFactory = Callable[[int, str, str, dict[str, str]], web.Response]
+
+
+def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """Our error shape: {"error": message, "type": kind}."""
+    body = orjson.dumps({"error": message, "type": kind})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def openai_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """OpenAI's error shape, for the /v1 routes."""
+    error_type = "invalid_request_error" if status < 500 else "server_error"
+    body = orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": kind}})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def failure_response(failure: Failure, error: ErrorFactory, headers: dict[str, str]) -> web.Response:
+    return error(failure.status, failure.kind, failure.message, {**headers, **failure.headers})

@@ -1,0 +1,240 @@
+"""The worker's serve loop: read arrivals, batch them, run, reply.
+
+Two threads. The model thread reads the pipe whenever it is not running a
+batch: it plans and prepares each request through its task and queues one
+WorkItem per input in the Batcher, then runs whatever batch is due, waiting
+on the pipe until the open batch's deadline (no polling). The reply thread
+encodes and sends finished requests while the model runs the next batch;
+when nothing else waits, the model thread replies itself (one hand-off
+fewer). Why this split: docs/design.md#worker-threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from ..common.config import BatchPolicy
+from ..common.transport import Channel
+from ..ipc import (
+    BatchReport,
+    CancelRequest,
+    InferRequest,
+    InferResult,
+    Outcome,
+    RequestKind,
+    StopWorker,
+)
+from .batching import Batch, Batcher, WorkItem, padded_tokens
+from .errors import InputRejected, ParametersRejected
+from .tasks import TaskSet
+from .tasks.base import classify_failure
+from .tracker import MAX_ERROR_MESSAGE, RequestState, RequestTracker
+
+log = logging.getLogger("inferserve.worker")
+
+
+class Worker:
+    def __init__(self, channel: Channel, tasks: TaskSet, policy: BatchPolicy, on_cpu: bool = True) -> None:
+        self._channel = channel
+        # On CPU a forward pass occupies every core: yield one first (below).
+        self._yield_before_forward = on_cpu and hasattr(os, "sched_yield")
+        self._tasks = tasks
+        self._tracker = RequestTracker()
+        self._stopping = False
+        self._batcher = Batcher(
+            max_size=policy.max_batch_size,
+            max_delay_s=policy.max_batch_delay_ms / 1000.0,
+            max_tokens=policy.max_batch_tokens,
+            adaptive_wait=policy.adaptive_wait,
+        )
+        # Finished requests, handed from the model thread to the reply thread.
+        self._finished: queue.SimpleQueue[RequestState | None] = queue.SimpleQueue()
+
+    def serve(self) -> None:
+        """The model thread: read arrivals, run each batch when it is due,
+        until told to stop and the queue is empty."""
+        replies = threading.Thread(target=self._reply_loop, name="replies", daemon=True)
+        replies.start()
+        try:
+            while not (self._stopping and not len(self._batcher)):
+                # Waits only while no batch is due: forever when idle, else
+                # until the open batch's deadline. When one is due, arrivals
+                # already in the pipe are still read first, to join it.
+                for message in self._channel.receive(timeout=self._batcher.due_in()):
+                    self._handle(message)
+                if self._batcher.due_in() == 0.0:
+                    self._run_batch(self._batcher.take())
+        except (EOFError, BrokenPipeError):
+            # The front-end is gone: nobody is left to answer. Exit at once
+            # rather than finish work whose results cannot be delivered.
+            os._exit(0)
+        self._finished.put(None)  # after the last batch: flush the replies, then exit
+        replies.join()
+
+    # ---- reply thread ------------------------------------------------------
+
+    def _reply_loop(self) -> None:
+        """Encode and send finished requests while the model runs the next batch."""
+        while (state := self._finished.get()) is not None:
+            self._channel.send(self._encode(state))
+
+    # ---- model thread: arrivals ---------------------------------------------
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, InferRequest):
+            if self._stopping:  # the front-end sends nothing after StopWorker; never queue past it
+                self._reply_error(message.request_id, Outcome.INTERNAL, "the worker is stopping")
+            else:
+                self._admit(message)
+        elif isinstance(message, CancelRequest):
+            if self._tracker.cancel(message.request_id):
+                self._batcher.discard(message.request_id)
+            if self._tasks.stream is not None:
+                self._tasks.stream.cancel(message.request_id)
+        elif isinstance(message, StopWorker):
+            self._stopping = True
+            self._batcher.close()
+
+    def _admit(self, request: InferRequest) -> None:
+        call = request.call
+        if call.kind is RequestKind.STREAM:
+            self._start_stream(request)
+            return
+        task = self._tasks.batch.get(call.kind)
+        if task is None:
+            self._reply_error(request.request_id, Outcome.INVALID_INPUT, self._unserved(call.kind))
+            return
+        arrival = time.monotonic()
+        try:
+            plan = task.plan(call)
+            prepared = []
+            for index, value in enumerate(call.inputs):
+                try:
+                    prepared.append(task.prepare(value, plan.options))
+                except InputRejected as exc:
+                    where = "" if call.single else f"inputs[{index}]: "
+                    raise InputRejected(f"{where}{exc}") from exc
+        except ParametersRejected as exc:
+            self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(exc))
+            return
+        except InputRejected as exc:
+            self._reply_error(request.request_id, Outcome.INVALID_INPUT, str(exc))
+            return
+        except Exception:  # noqa: BLE001 - one request's bug must not stop the worker
+            log.exception("request %d failed before batching", request.request_id)
+            self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
+            return
+        group = (call.kind, plan.group)  # only requests computed the same way share a batch
+        self._tracker.add(request, task, plan.options, arrival, tokens=sum(item.tokens for item in prepared))
+        for index, item in enumerate(prepared):
+            self._batcher.put(
+                WorkItem(
+                    request_id=request.request_id,
+                    index=index,
+                    group=group,
+                    arrival=arrival,
+                    deadline=request.deadline,
+                    tokens=item.tokens,
+                    payload=item,
+                )
+            )
+
+    def _unserved(self, kind: RequestKind) -> str:
+        if kind is RequestKind.EMBED:
+            return f"this model ({self._tasks.name}) does not produce sentence embeddings"
+        return f"this model ({self._tasks.name}) does not serve {kind.value} requests"
+
+    def _start_stream(self, request: InferRequest) -> None:
+        if self._tasks.stream is None:
+            self._reply_error(request.request_id, Outcome.INVALID_INPUT,
+                              f"this model ({self._tasks.name}) does not stream; streaming needs text-generation")
+            return
+        self._tasks.stream.start(request)
+
+    def _reply_error(self, request_id: int, outcome: Outcome, message: str) -> None:
+        self._channel.send(
+            InferResult(request_id=request_id, outcome=outcome, message=message[:MAX_ERROR_MESSAGE])
+        )
+
+    # ---- model thread: batches ----------------------------------------------
+
+    def _run_batch(self, batch: Batch) -> None:
+        for item in batch.expired:
+            self._send(self._tracker.fail(
+                item.request_id, Outcome.DEADLINE_EXCEEDED, "deadline exceeded before compute"
+            ))
+        # A request may have been cancelled or failed since it was queued.
+        items = [item for item in batch.items if self._tracker.is_live(item.request_id)]
+        if not items:
+            return
+        first = self._tracker.get(items[0].request_id)
+        assert first is not None
+        if self._yield_before_forward:
+            # The forward pass is about to occupy every core: let what is
+            # runnable on this one run now, not midway through the pass
+            # (docs/design.md#yield-before-forward).
+            os.sched_yield()
+        started = time.monotonic()
+        outputs = first.task.run([item.payload for item in items], first.options)
+        compute_ms = (time.monotonic() - started) * 1000.0
+        report: BatchReport | None = BatchReport(
+            size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms
+        )
+        # Under load the reply thread encodes and sends, so the model thread is
+        # already on its next batch; the report goes first, so the front-end
+        # has counted the batch before any of its answers reaches a client.
+        inline = not len(self._batcher) and not self._channel.readable_now()
+        if not inline:
+            self._channel.send(report)
+            report = None
+        for item, output in zip(items, outputs):
+            if isinstance(output, Exception):
+                outcome, message = classify_failure(output)
+                if outcome is Outcome.INTERNAL:
+                    log.error("request %d failed", item.request_id, exc_info=output)
+                result = self._tracker.fail(item.request_id, outcome, message)
+            else:
+                state = self._tracker.complete(item, output, len(items), started, compute_ms)
+                if state is None:
+                    continue  # more of its inputs are still to come
+                if not inline:
+                    self._finished.put(state)
+                    continue
+                result = self._encode(state)
+            if result is not None and report is not None:
+                # Nothing else queued: this thread answers at once (no hand-off
+                # to the reply thread), the report riding on its first answer.
+                result = replace(result, batch=report)
+                report = None
+            self._send(result)
+        if report is not None:  # no answer left this batch (a request's inputs span batches)
+            self._channel.send(report)
+
+    def _encode(self, state: RequestState) -> InferResult:
+        request = state.request
+        try:
+            body = state.task.encode(state.outputs, request.call, state.options, state.tokens)
+        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
+            log.exception("cannot encode the output of request %d", request.request_id)
+            return InferResult(request.request_id, Outcome.INTERNAL, message=f"cannot encode output: {exc}")
+        queue_ms = ((state.first_start or state.arrival) - state.arrival) * 1000.0
+        return InferResult(
+            request_id=request.request_id,
+            outcome=Outcome.OK,
+            body=body,
+            batch_size=state.batch_size,
+            queue_ms=queue_ms,
+            compute_ms=state.compute_ms,
+        )
+
+    def _send(self, result: InferResult | None) -> None:
+        if result is not None:
+            self._channel.send(result)
