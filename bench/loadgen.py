@@ -3,6 +3,8 @@ as soon as its last one is answered, for a fixed time. Runs in its own process
 (one event loop, one core at most) and prints one JSON line of results.
 
 Loopback only: the target must be 127.0.0.1 or localhost.
+
+    python -m bench.loadgen --url http://127.0.0.1:8000/ --bodies bodies.json --concurrency 64
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
-from urllib.parse import urlparse
 
 import aiohttp
+
+from bench.harness import require_loopback
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -114,7 +116,7 @@ async def run(url: str, bodies: list[bytes], content_type: str, concurrency: int
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True)
     p.add_argument("--bodies", required=True, help="JSON file: list of request body strings")
     p.add_argument("--content-type", default="application/json")
@@ -124,9 +126,7 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=200_000)
     p.add_argument("--all", action="store_true", help="count every answer, not only those in the window")
     args = p.parse_args()
-    host = urlparse(args.url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        sys.exit("loadgen only targets loopback")
+    require_loopback(args.url)
     with open(args.bodies) as f:
         bodies = [b.encode() for b in json.load(f)]
     result = asyncio.run(run(args.url, bodies, args.content_type, args.concurrency,

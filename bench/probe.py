@@ -1,5 +1,8 @@
 """Latency of GET PATH, one request at a time, for a fixed time (a probe's
-view while the server is loaded). Prints one JSON line. Loopback only."""
+view while the server is loaded). Prints one JSON line. Loopback only.
+
+    python -m bench.probe --url http://127.0.0.1:8000/health --seconds 5
+"""
 
 from __future__ import annotations
 
@@ -8,18 +11,18 @@ import json
 import statistics
 import time
 import urllib.request
-from urllib.parse import urlparse
+
+from bench.harness import require_loopback
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--interval", type=float, default=0.02)
     p.add_argument("--delay", type=float, default=0.0, help="wait this long first (the load's warm-up)")
     args = p.parse_args()
-    if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit("probe only targets loopback")
+    require_loopback(args.url)
     time.sleep(args.delay)
     latencies = []
     stop_at = time.monotonic() + args.seconds

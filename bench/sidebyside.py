@@ -7,13 +7,15 @@ server figure is only ever compared with a raw figure taken just before it.
 *Blocks*: a block of back-to-back raw calls (timed inside the raw process),
 then a block of back-to-back requests over one keep-alive connection,
 alternating; each block gives its median, and the figure is the median of
-the blocks' differences. Shared by bench/run.py (its concurrency-1 row) and
-bench/latency.py. Loopback only.
+the blocks' differences, with a bootstrap interval. The one implementation
+of concurrency 1 against a raw call: the throughput scenario runs a few
+blocks a round, the latency scenario many in one go. Server blocks go
+through wrk when it is installed (a C client: its own CPU per request is the
+smallest), else through a lean Python keep-alive client. Loopback only.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import re
@@ -22,22 +24,11 @@ import socket
 import statistics
 import subprocess
 import time
-import urllib.parse
 from pathlib import Path
-from typing import Protocol
 
+from bench.harness import OUT, Closes, Model, RawHelper, require_loopback
 
-class Raw(Protocol):
-    """bench/run.py's RawHelper: ``ask("single N")`` is the median of N raw calls."""
-
-    def ask(self, command: str) -> float: ...
-
-
-def _loopback(url: str) -> urllib.parse.SplitResult:
-    parts = urllib.parse.urlsplit(url)
-    if parts.hostname not in ("127.0.0.1", "localhost"):
-        raise ValueError("loopback only")
-    return parts
+CLIENTS = ("auto", "wrk", "lean")
 
 
 class KeepAliveClient:
@@ -51,7 +42,7 @@ class KeepAliveClient:
     server's, and the raw call it is compared with has no client at all."""
 
     def __init__(self, url: str) -> None:
-        parts = _loopback(url)
+        parts = require_loopback(url)
         self.path = parts.path or "/"
         self.host = f"{parts.hostname}:{parts.port}"
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
@@ -90,39 +81,14 @@ class KeepAliveClient:
         self.sock.close()
 
 
-class HttpClientConnection:
-    """The same, through the standard library's http.client."""
-
-    def __init__(self, url: str) -> None:
-        parts = _loopback(url)
-        self.path = parts.path or "/"
-        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-
-    def call_ms(self, body: bytes) -> float:
-        started = time.perf_counter()
-        self.connection.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
-        response = self.connection.getresponse()
-        response.read()
-        elapsed = (time.perf_counter() - started) * 1000
-        if response.status != 200:
-            raise RuntimeError(f"server answered {response.status}")
-        return elapsed
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-CLIENTS = {"lean": KeepAliveClient, "http.client": HttpClientConnection}
-
-
-class ClientBlocks:
+class ClientBlocks(Closes):
     """Blocks of ``calls`` back-to-back requests through a Python client."""
 
-    def __init__(self, client: KeepAliveClient | HttpClientConnection, texts: list[str], calls: int) -> None:
-        self.client = client
+    def __init__(self, url: str, texts: list[str], calls: int) -> None:
+        self.client = KeepAliveClient(url)
         self.bodies = [json.dumps({"inputs": t}).encode() for t in texts]
         self.calls = calls
-        self.label = f"{type(client).__name__}, {calls} requests each"
+        self.label = f"KeepAliveClient, {calls} requests each"
 
     def call_ms(self, i: int) -> float:
         return self.client.call_ms(self.bodies[i % len(self.bodies)])
@@ -134,15 +100,15 @@ class ClientBlocks:
         self.client.close()
 
 
-class WrkBlocks:
+class WrkBlocks(Closes):
     """Blocks through wrk (apt install wrk), a C client: its own CPU per
     request is a fraction of a Python client's, and on 2 shared cores the
     client's time lands on the same core as the server's answer path. wrk
     runs for whole seconds. The request bodies cycle through the same texts
-    as the other clients."""
+    as the Python client's."""
 
     def __init__(self, url: str, texts: list[str], script: Path, seconds: int) -> None:
-        _loopback(url)
+        require_loopback(url)
         self.url = url
         self.seconds = seconds
         self.label = f"wrk, {seconds} s each"
@@ -176,7 +142,15 @@ def _lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def alternate_blocks(raw: Raw, server: ClientBlocks | WrkBlocks, blocks: int, calls: int,
+def open_blocks(url: str, model: Model, texts: list[str], client: str = "auto") -> ClientBlocks | WrkBlocks:
+    """The server's side of the blocks: wrk when installed (or asked for),
+    else the lean Python client."""
+    if client == "wrk" or (client == "auto" and WrkBlocks.available()):
+        return WrkBlocks(url, texts, OUT / f"{model.name}-wrk.lua", model.c1_wrk_seconds)
+    return ClientBlocks(url, texts, model.c1_calls)
+
+
+def alternate_blocks(raw: RawHelper, server: ClientBlocks | WrkBlocks, blocks: int, calls: int,
                      first_block: int = 0) -> tuple[list[float], list[float]]:
     """``blocks`` times: the median of ``calls`` back-to-back raw calls, then
     the server's median over a block of its own. Returns both lists."""
@@ -205,7 +179,7 @@ def median_ci95(values: list[float], resamples: int = 2000) -> tuple[float, floa
     """A bootstrap 95% interval for the median: how far this run's median
     could move by chance, to read a figure against a bar (seeded: the same
     data gives the same interval). It treats the values as independent;
-    neighbouring pairs and blocks share the box's drift, so the true
+    neighbouring blocks share the box's drift, so the true
     interval is wider: a lower bound on the uncertainty."""
     pick = random.Random(0)
     medians = sorted(statistics.median(pick.choices(values, k=len(values))) for _ in range(resamples))

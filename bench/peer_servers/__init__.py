@@ -1,0 +1,1 @@
+"""Peer servers the peers scenario runs beside inferserve (their own processes)."""

@@ -1,0 +1,287 @@
+"""The one renderer: a scenario's JSON (``--out``) to a Markdown section.
+
+Each scenario's section lives in one file (RESULTS.md; PEERS.md for peers;
+RESULTS-gpu.md for gpu, one section per card) between two markers,
+``<!-- bench:KEY -->`` and ``<!-- /bench:KEY -->``: a new render replaces
+its own section and nothing else, or is appended when the file has none
+yet. What lies outside the markers (history, hand-written summaries) is
+never touched.
+
+    python -m bench render bench/out/throughput.json             # into its file
+    python -m bench render bench/out/latency.json --to -         # print it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+from bench.harness import HERE
+from bench.sidebyside import median_difference, summarize_blocks
+
+FILES = {"peers": "PEERS.md", "gpu": "RESULTS-gpu.md"}  # every other scenario: RESULTS.md
+
+
+def target(doc: dict) -> tuple[Path, str]:
+    """The file and the section key a scenario's JSON renders into."""
+    scenario = doc["scenario"]
+    key = f"gpu {doc['results']['card']}" if scenario == "gpu" else scenario
+    return HERE / FILES.get(scenario, "RESULTS.md"), key
+
+
+def markdown(doc: dict) -> str:
+    return RENDERERS[doc["scenario"]](doc).rstrip("\n") + "\n"
+
+
+def write(doc: dict, path: Path | None = None) -> Path:
+    default, key = target(doc)
+    path = path or default
+    replace_section(path, key, markdown(doc))
+    return path
+
+
+def replace_section(path: Path, key: str, text: str) -> None:
+    begin, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    block = f"{begin}\n{text}{end}\n"
+    old = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(old):
+        new = pattern.sub(lambda _: block, old, count=1)
+    else:
+        new = old + ("\n" if old and not old.endswith("\n\n") else "") + block
+    path.write_text(new)
+
+
+def _interval(figures: dict) -> str:
+    low, high = figures["block_ci95"]
+    return f"**{figures['median_block_difference']:+.2f}** [{low:+.2f}, {high:+.2f}]"
+
+
+def _heading(title: str, doc: dict, when: str = "date") -> str:
+    return f"## {title} (`{doc['command']}`, {doc[when]})\n\n"
+
+
+def _machine(doc: dict) -> str:
+    m = doc["machine"]
+    return f"{m['cpus']} CPU cores ({m['arch']})"
+
+
+# --- throughput and gpu -----------------------------------------------------
+
+def _summarize(result: dict, concurrency: int) -> dict:
+    rounds = result["rounds"]
+    runs = [r["runs"][str(concurrency)] for r in rounds]
+    median = statistics.median
+    return {
+        "rps": median([x["rps"] for x in runs]),
+        "ratio": median([x["rps"] / r["limit"] for x, r in zip(runs, rounds)]),
+        "ratios": [x["rps"] / r["limit"] for x, r in zip(runs, rounds)],
+        "p50_ms": median([x["p50_ms"] for x in runs]),
+        "p99_ms": median([x["p99_ms"] for x in runs]),
+        "mean_batch": median([x["mean_batch"] for x in runs]),
+        "non_200": sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs),
+        "health_p99_ms": max((x["health"]["p99_ms"] for x in runs if "health" in x), default=None),
+        "rps_while_probed": median([x["rps_while_probed"] for x in runs if "rps_while_probed" in x] or [float("nan")]),
+        "front_end_rss_mb": max((x["front_end_rss_mb"] for x in runs if "front_end_rss_mb" in x), default=None),
+    }
+
+
+def _raw_line(result: dict) -> str:
+    parts = []
+    reference = result["reference_dtype"]
+    for dtype, raw in result["raw"].items():
+        label = raw["loaded_dtype"] + (", the reference" if dtype == reference and len(result["raw"]) > 1 else "")
+        limits = ", ".join(f"{r['limits'][dtype]:.1f}" for r in result["rounds"])
+        parts.append(f"Raw `pipeline(texts, batch_size=b)` sweep ({label}; best of two passes): "
+                     + ", ".join(f"b={b}: {v:.1f}/s" for b, v in raw["sweep"].items())
+                     + f". Limit at b={raw['best_batch']} per round: {limits} items/s.")
+    singles = [statistics.median(x["c1_raw_ms"]) for x in result["rounds"] if x["c1_raw_ms"]]
+    if singles:
+        parts.append("One `pipeline(text)` call, p50 per round: " + ", ".join(f"{v:.2f}" for v in singles) + " ms.")
+    flags = result["server_args"]
+    parts.append(f"Server flags: `{' '.join(flags)}`." if flags else "Server flags: defaults.")
+    return " ".join(parts)
+
+
+def throughput_body(doc: dict) -> str:
+    o = doc["options"]
+    concurrency = o["concurrency"]
+    where = ("no GPU. " if o["raw_device"] == "cpu" else f"raw pipeline on {o['raw_device']} (server flags below). ")
+    lines = [
+        f"`{doc['command']}` on {doc['date']}: {_machine(doc)}, {where}Server, load generator (bench.loadgen, an "
+        "aiohttp client in its own process) and the raw pipeline process share these cores. The box is noisy (the "
+        "raw limit alone moves by ±15% between runs), so the measurements alternate: "
+        f"{o['rounds']} rounds, each taking the raw limit, then the server at each concurrency, then concurrency 1 "
+        "side by side with single raw `pipeline(text)` calls; every ratio pairs a server figure with the raw figure "
+        "of its own round, and the tables give medians over rounds.",
+        "",
+        "Server flags: the defaults (`--max-batch-size 32`, adaptive wait) plus any below, whatever batch size the "
+        f"raw pipeline does best at; closed-loop load, {o['seconds']:g} s per measurement (x3 for bert-base, whose "
+        f"batches of 32 take over a second) after {o['warmup']:g} s warm-up; single-input JSON requests. Requests/s "
+        "count the answers between the ends of whole answer bursts (a batch's answers arrive together; a fixed "
+        "window would cut a burst at each end, +-1 batch, 7% for bert-base), as the raw limit times whole batches.",
+        "",
+        "*p50 − raw call* (concurrency 1 only): closed loops side by side, a block of back-to-back raw calls "
+        "(timed inside the raw process) then a block of back-to-back requests over one keep-alive connection, "
+        "alternating within each round; the median of the blocks' differences, with a bootstrap 95% interval "
+        "(it treats blocks as independent, which neighbours sharing the box's drift are not: a lower bound on the "
+        "uncertainty). A raw p50 taken once per round and set against the load generator's p50 would let the "
+        "box's drift land in the difference whole.",
+        "",
+    ]
+    for r in doc["results"]["models"]:
+        c1_raw = [v for x in r["rounds"] for v in x["c1_raw_ms"]]
+        c1_server = [v for x in r["rounds"] for v in x["c1_server_ms"]]
+        c1 = summarize_blocks(c1_raw, c1_server) if c1_raw else None
+        lines += [
+            f"## {r['title']}",
+            "",
+            _raw_line(r),
+            "",
+            "| concurrency | requests/s | ratio to limit (per round) | p50 ms | p99 ms "
+            "| p50 − raw call ms, side by side | mean batch | non-200 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for c in concurrency:
+            s = _summarize(r, c)
+            per_round = ", ".join(f"{x:.0%}" for x in s["ratios"])
+            versus_raw = _interval(c1) if c == 1 and c1 else "–"
+            lines.append(f"| {c} | {s['rps']:.1f} | **{s['ratio']:.1%}** ({per_round}) | {s['p50_ms']:.2f} | "
+                         f"{s['p99_ms']:.2f} | {versus_raw} | {s['mean_batch']:.1f} | {s['non_200']} |")
+        if c1:
+            blocks, calls = r["c1_blocks"]
+            lines += [
+                "",
+                f"Concurrency 1 side by side: {len(c1_raw)} pairs of blocks ({blocks} a round; raw blocks of {calls} "
+                f"calls, server blocks through {r['c1_client']}): server p50 {c1['block_server_p50']:.2f} ms vs "
+                f"raw call {c1['block_raw_p50']:.2f} ms (medians over blocks); median difference per round: "
+                + ", ".join(f"{median_difference(x['c1_server_ms'], x['c1_raw_ms']):+.2f}" for x in r["rounds"])
+                + " ms.",
+            ]
+        top = _summarize(r, max(concurrency))
+        lines += [
+            "",
+            f"While saturated at concurrency {max(concurrency)}: `GET /health` p99 "
+            f"**{top['health_p99_ms']:.2f} ms** (worst round; a sequential probe in its own process, every 20 ms, "
+            f"in a saturated window of its own after the throughput runs, where the server did "
+            f"{top['rps_while_probed']:.1f} req/s); "
+            f"front-end RSS **{top['front_end_rss_mb']:.0f} MB** (it never imports torch).",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def render_gpu(doc: dict) -> str:
+    r = doc["results"]
+    return (f"# GPU benchmark: {r['card']}\n\n(`python -m bench gpu`: server and raw pipeline both on {r['device']} "
+            f"in {r['dtype']})\n\n" + throughput_body(doc))
+
+
+# --- the others -------------------------------------------------------------
+
+def render_latency(doc: dict) -> str:
+    lines = [
+        _heading("Concurrency 1", doc, "utc") + f"{_machine(doc)}. Server flags: "
+        + (f"`{doc['options']['server_args']}`" if doc["options"]["server_args"] else "the defaults")
+        + ". Closed loops side by side: a block of back-to-back raw `pipeline(text)` calls (timed inside the raw "
+        "process), then a block of back-to-back requests over one keep-alive connection (HTTP included), "
+        "alternating; the figure is the median of the blocks' differences. Server blocks go through wrk when it "
+        "is installed (a C client, whose own CPU per request is smallest; it runs for whole seconds), else through "
+        "a lean Python client that reads status, headers and Content-Length body like wrk. In brackets: a "
+        "bootstrap 95% interval of the median difference (it treats blocks as independent, which neighbours "
+        "sharing the box's drift are not, so it is a lower bound on the uncertainty).",
+        "",
+        "| model | server blocks | pairs of blocks | raw p50 ms | server p50 ms | median block difference ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in doc["results"]["models"]:
+        lines.append(f"| {r['title']} | {r['client']}, raw blocks of {r['raw_calls']} calls | {r['blocks']} | "
+                     f"{r['block_raw_p50']:.2f} | {r['block_server_p50']:.2f} | {_interval(r)} |")
+    return "\n".join(lines)
+
+
+def render_peers(doc: dict) -> str:
+    r = doc["results"]
+    servers = r["servers"]
+    peers = [name for name in ("Starlette + asyncio-queue batching", "LitServe") if name in servers]
+    lines = [
+        f"`{doc['command']}` on {doc['date']}, {_machine(doc)}, no GPU: all-MiniLM-L6-v2 feature-extraction, "
+        f"closed-loop load at concurrency {r['concurrency']} for {r['seconds']:g} s (after {r['warmup']:g} s "
+        f"warm-up) from bench.loadgen in its own process; every server batches at most {r['max_batch']} with a "
+        f"{r['batch_timeout_ms']:g} ms batch timeout, servers run one after another in the same run. The peers call "
+        "`pipeline(texts, batch_size=n)`, whose feature-extraction outputs are padded to the batch's longest input "
+        "(slightly larger responses than inferserve's unpadded, per-input ones)."
+        + (f" Skipped (not installed): {', '.join(r['skipped'])}." if r["skipped"] else ""),
+        "",
+        "| server | requests/s | " + "".join(f"vs {p.split()[0]} | " for p in peers) + "p50 ms | p99 ms | non-200 |",
+        "|---|---:|" + "---:|" * len(peers) + "---:|---:|---:|",
+    ]
+    for name, s in servers.items():
+        bad = sum(v for k, v in s["statuses"].items() if k != "200") + s.get("no_answer", 0)
+        lines.append(f"| {name} | {s['rps']:.1f} | " + "".join(f"{s['rps'] / servers[p]['rps']:.2f}x | " for p in peers)
+                     + f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {bad} |")
+    return "\n".join(lines)
+
+
+def render_chaos(doc: dict) -> str:
+    r, o = doc["results"], doc["options"]
+    return (_heading("Chaos", doc)
+            + f"{r['sent']} requests at concurrency {o['concurrency']} to a tiny fill-mask model while its worker was "
+            f"SIGKILLed every {o['kill_every']:g} s ({r['worker_kills']} kills in {r['seconds']:g} s): "
+            f"**{r['200']}** answered 200 (each checked against its own request), {r['503']} answered 503 "
+            f"(the client then waits Retry-After), {r['other_status']} other codes, **{r['no_answer']} unanswered, "
+            f"{r['wrong_answer']} wrong**.\n")
+
+
+def render_cluster(doc: dict) -> str:
+    r = doc["results"]
+    one, three = r["one_replica"], r["three_replicas"]
+    return (_heading("Replicas behind HAProxy", doc)
+            + f"{_machine(doc)}; closed-loop load at concurrency {r['concurrency']}, every answer counted. One replica "
+            f"direct: {one['rps']:.1f} requests/s. Three replicas behind HAProxy for {r['duration']:g} s "
+            f"({'; '.join(r['events'])}): {three['rps']:.1f} requests/s; {three['sent']} sent, **{three['ok']} "
+            f"answered 200**, {r['other_status']} other codes, **{three['no_answer']} unanswered**; the drained "
+            f"replica exited {r['drain_exit']}.\n")
+
+
+def render_capacity(doc: dict) -> str:
+    r = doc["results"]
+    lines = [
+        _heading("What caps the server", doc)
+        + f"{_machine(doc)}; MiniLM, server flags `{' '.join(r['server_args'])}`. Load from 1, 2 and 4 load generator "
+        "processes at once; requests/s summed over them (fixed window); each server process's CPU as a share of "
+        "one core over the window. If more load generators add no requests/s, they are not the cap; a process "
+        "near 1.0 core is.",
+        "",
+        "| route | load generators x concurrency | requests/s | p50 ms | p99 ms | mean batch | non-200 "
+        "| front-end cores | worker cores |",
+        "|---|---|---:|---|---|---|---:|---:|---|",
+    ]
+    for m in r["measurements"]:
+        lines.append(f"| `{m['route']}` | {m['loadgens']} x {m['concurrency_each']} | {m['rps_total']:.1f} | "
+                     f"{', '.join(map(str, m['p50_ms']))} | {', '.join(map(str, m['p99_ms']))} | "
+                     f"{', '.join(map(str, m['mean_batch']))} | {m['non_200']} | {m['front_end_core_share']} | "
+                     f"{', '.join(map(str, m['worker_process_core_shares']))} |")
+    return "\n".join(lines)
+
+
+RENDERERS = {"throughput": throughput_body, "latency": render_latency, "peers": render_peers,
+             "chaos": render_chaos, "cluster": render_cluster, "capacity": render_capacity, "gpu": render_gpu}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("json", type=Path, help="a scenario's --out file")
+    p.add_argument("--to", default=None, help="Markdown file to write the section into ('-': print it); "
+                                              "default: the scenario's own (RESULTS.md, PEERS.md, RESULTS-gpu.md)")
+
+
+def main(args: argparse.Namespace) -> None:
+    doc = json.loads(args.json.read_text())
+    if args.to == "-":
+        sys.stdout.write(markdown(doc))
+    else:
+        print(f"wrote {write(doc, Path(args.to) if args.to else None)}")
