@@ -21,10 +21,10 @@ from pathlib import Path
 
 from bench import render
 from bench.harness import OUT
-from bench.scenarios import capacity, chaos, cluster, gpu, latency, peers, throughput
+from bench.scenarios import capacity, chaos, cluster, gpu, latency, peers, precision, throughput
 
-SCENARIOS = {"throughput": throughput, "latency": latency, "peers": peers, "chaos": chaos, "capacity": capacity,
-             "cluster": cluster, "gpu": gpu}
+SCENARIOS = {"throughput": throughput, "latency": latency, "precision": precision, "peers": peers, "chaos": chaos,
+             "capacity": capacity, "cluster": cluster, "gpu": gpu}
 
 
 def build_parser() -> argparse.ArgumentParser:

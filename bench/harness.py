@@ -210,13 +210,13 @@ class RawHelper(Closes):
     alternate; one JSON line per command (see bench/raw.py)."""
 
     def __init__(self, model: Model, path: str, texts: list[str], device: str = "cpu",
-                 dtype: str = "auto") -> None:
+                 dtype: str = "auto", engine: str = "torch") -> None:
         texts_file = write_json(f"{model.name}-texts.json", texts)
         command = python_module("bench.raw", "--model", path, "--task", model.task, "--texts", str(texts_file),
-                                "--mode", model.raw_mode, "--device", device, "--dtype", dtype)
+                                "--mode", model.raw_mode, "--device", device, "--dtype", dtype, "--engine", engine)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=bench_env(), cwd=ROOT)
-        self.loaded = self._read()  # {"ready": true, "dtype": ..., "device": ...} once loaded
+        self.loaded = self._read()  # {"ready": true, "dtype": ..., "engine": ..., "device": ...} once loaded
 
     def ask(self, command: str):
         self.process.stdin.write(command + "\n")

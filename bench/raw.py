@@ -8,24 +8,75 @@ answers one JSON line per command on stdin:
     sweep SECONDS [reverse]  items/s of pipeline(texts, batch_size=b) for b in 1,8,16,32 (or 32..1)
     limit B SECONDS          items/s at batch size B
     single N                 median latency (ms) of N pipeline(text) calls
+    agree [N]                how far the outputs over the first N texts (all) move from a float32 torch copy's
 
 With --mode embed it measures sentence embeddings (forward + pooling)
 instead. --dtype loads the weights in that precision (float32, float16,
 bfloat16; auto keeps the checkpoint's); outputs in a reduced precision are
 cast to float32 before they leave torch, as a server must for JSON.
 
+--engine onnx builds the pipeline as torch does, then replaces its network
+with ONNX Runtime through inferserve.model.engines.onnx_model, the server's
+own code (exported once, cached under --cache-dir, default the server's;
+float32 only). For feature-extraction the pooler is dropped first, as the
+server does (inferserve.model.loading.drop_unused_pooler), so the raw helper
+and the server run the same exported file.
+
+``agree`` answers {"min_cosine", "max_prob_diff", "texts"}: per text, the
+cosine between this helper's outputs and a float32 torch copy's (loaded for
+the command, then dropped) over its real tokens: the network's first output
+(last hidden state or logits) in pipeline mode, the pooled vector in embed
+mode; for fill-mask also the largest change of any softmax probability. The
+float32 torch helper is its own reference: 1.0 without a second copy.
+
     python -m bench.raw --model DIR --task fill-mask --texts texts.json --dtype bfloat16
+    python -m bench.raw --model DIR --task feature-extraction --texts texts.json --mode embed --engine onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import statistics
 import sys
 import time
+import types
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+ENGINES = ("torch", "onnx")
+SOFTMAX_TASKS = ("fill-mask", "text-classification", "token-classification")
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    """``DTYPE[:ENGINE]`` (float32:onnx, bfloat16) as (dtype, engine)."""
+    dtype, _, engine = text.partition(":")
+    engine = engine or "torch"
+    if dtype not in DTYPES or engine not in ENGINES:
+        raise ValueError(f"{text!r}: expected DTYPE[:ENGINE], DTYPE one of {', '.join(DTYPES)}, "
+                         f"ENGINE one of {', '.join(ENGINES)}")
+    if engine != "torch" and dtype not in ("auto", "float32"):
+        raise ValueError(f"{text!r}: --engine {engine} runs float32")
+    return dtype, engine
+
+
+def variant_key(text: str) -> str:
+    """The canonical name of a raw variant: float32:torch, float32:onnx."""
+    return ":".join(parse_variant(text))
+
+
+def onnx_network(pipe, task: str, model: str, cache_dir: str | None):
+    """The server's ONNX Runtime stand-in for ``pipe.model`` (same code,
+    same cache, same thread count as a worker on this box)."""
+    import torch
+
+    from inferserve.model.engines import default_cache_dir, onnx_model
+    from inferserve.model.loading import drop_unused_pooler
+
+    if task == "feature-extraction":
+        drop_unused_pooler(pipe)  # as the server does: the same exported graph
+    return onnx_model(pipe, task, model, cache_dir or default_cache_dir(), torch.get_num_threads())
 
 
 def torch_dtype(name: str):
@@ -50,22 +101,81 @@ def as_float32(outputs):
     return outputs
 
 
+def _first_output(output):
+    first = output[0] if isinstance(output, (tuple, list)) else next(iter(output.values()))
+    return first.float()
+
+
+def _accepted(network, encoded) -> dict:
+    accepted = set(inspect.signature(network.forward).parameters)
+    return {k: v for k, v in encoded.items() if k in accepted}
+
+
+def compare(reference, output, mask, softmax: bool) -> tuple[list[float], list[float]]:
+    """Per row: cosine over the real tokens (or the whole row), and the
+    largest softmax probability change."""
+    import torch
+
+    cosines, changes = [], []
+    for row in range(reference.shape[0]):
+        ref, out = reference[row].double(), output[row].double()
+        if mask is not None and ref.dim() >= 2 and ref.shape[0] == mask.shape[1]:
+            keep = mask[row].bool()
+            ref, out = ref[keep], out[keep]
+        cosines.append(float(torch.nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0)))
+        if softmax:
+            changes.append(float((ref.softmax(dim=-1) - out.softmax(dim=-1)).abs().max()))
+    return cosines, changes
+
+
 class RawPipeline:
-    def __init__(self, model: str, task: str, texts: list[str], device: str = "cpu", dtype: str = "auto") -> None:
+    def __init__(self, model: str, task: str, texts: list[str], device: str = "cpu", dtype: str = "auto",
+                 engine: str = "torch", cache_dir: str | None = None) -> None:
         import torch
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
+        self.model_dir, self.task, self.device, self.engine = model, task, device, engine
         wanted = torch_dtype(dtype)
         self.pipe = transformers.pipeline(task, model=model, device=device, dtype=wanted)
         if wanted != "auto" and self.pipe.model.dtype != wanted:
             self.pipe.model.to(wanted)
+        if engine == "onnx":
+            self.pipe.model = onnx_network(self.pipe, task, model, cache_dir)
         if self.pipe.model.dtype != torch.float32:
             forward = self.pipe._forward
             self.pipe._forward = lambda *a, **k: as_float32(forward(*a, **k))
         self.dtype = str(self.pipe.model.dtype).removeprefix("torch.")
         self.texts = texts
         self.warm_up()
+
+    def is_reference(self) -> bool:
+        return self.engine == "torch" and self.dtype == "float32"
+
+    def agree(self, count: int | None = None, batch_size: int = 32) -> dict:
+        """Outputs over the first ``count`` texts (all) against a float32 torch copy's."""
+        import torch
+        import transformers
+
+        texts = self.texts[:count]
+        softmax = self.task in SOFTMAX_TASKS
+        if self.is_reference():
+            return {"min_cosine": 1.0, "max_prob_diff": 0.0 if softmax else None, "texts": len(texts),
+                    "reference": "itself"}
+        reference = transformers.pipeline(self.task, model=self.model_dir, device=self.device,
+                                          dtype=torch.float32).model
+        cosines, changes = [], []
+        for start in range(0, len(texts), batch_size):
+            encoded = self.pipe.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                          return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                expected = _first_output(reference(**_accepted(reference, encoded)))
+                got = _first_output(self.pipe.model(**_accepted(self.pipe.model, encoded)))
+            c, p = compare(expected, got, encoded.get("attention_mask"), softmax)
+            cosines += c
+            changes += p
+        return {"min_cosine": min(cosines), "max_prob_diff": max(changes) if softmax else None,
+                "texts": len(texts), "reference": "float32 torch"}
 
     def warm_up(self) -> None:
         for text in self.texts[:8]:
@@ -94,21 +204,57 @@ class RawEmbedder(RawPipeline):
     """Sentence embeddings the plain way: tokenize the batch, forward, mean-pool
     over the attention mask, L2-normalise (all-MiniLM-L6-v2's recipe)."""
 
-    def __init__(self, model: str, task: str, texts: list[str], device: str = "cpu", dtype: str = "auto") -> None:
+    def __init__(self, model: str, task: str, texts: list[str], device: str = "cpu", dtype: str = "auto",
+                 engine: str = "torch", cache_dir: str | None = None) -> None:
         import torch
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()
         self.torch = torch
-        self.device = device
+        self.model_dir, self.task, self.device, self.engine = model, task, device, engine
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
         wanted = torch_dtype(dtype)
-        self.model = transformers.AutoModel.from_pretrained(model, dtype=wanted).to(device).eval()
-        if wanted != "auto":
-            self.model.to(wanted)
+        self.model = self._load(wanted)
+        if engine == "onnx":
+            # The server's feature-extraction pipeline holds the same
+            # AutoModel and tokenizer; onnx_model reads just these two.
+            network = onnx_network(types.SimpleNamespace(model=self.model, tokenizer=self.tokenizer,
+                                                         preprocess=self._preprocess, forward=self._forward_raw),
+                                   "feature-extraction", model, cache_dir)
+            self.model = network
         self.dtype = str(self.model.dtype).removeprefix("torch.")
         self.texts = texts
         self.pipe = self._embed
         self.warm_up()
+
+    def _load(self, wanted):
+        import transformers
+
+        model = transformers.AutoModel.from_pretrained(self.model_dir, dtype=wanted).to(self.device).eval()
+        if wanted != "auto":
+            model.to(wanted)
+        return model
+
+    def _preprocess(self, text: str):
+        return self.tokenizer(text, return_tensors="pt").to(self.device)
+
+    def _forward_raw(self, features):
+        return self.model(**features)
+
+    def agree(self, count: int | None = None, batch_size: int = 32) -> dict:
+        """Pooled vectors over the first ``count`` texts (all) against a float32 torch copy's."""
+        texts = self.texts[:count]
+        if self.is_reference():
+            return {"min_cosine": 1.0, "max_prob_diff": None, "texts": len(texts), "reference": "itself"}
+        mine = self._embed(texts, batch_size)
+        network, self.model = self.model, self._load(self.torch.float32)
+        try:
+            expected = self._embed(texts, batch_size)
+        finally:
+            self.model = network
+        cosines = [float(a @ b / ((a @ a) ** 0.5 * (b @ b) ** 0.5))
+                   for a, b in ((a.astype("float64"), b.astype("float64")) for a, b in zip(expected, mine))]
+        return {"min_cosine": min(cosines), "max_prob_diff": None, "texts": len(texts), "reference": "float32 torch"}
 
     def _embed(self, texts, batch_size: int = 1):
         torch = self.torch
@@ -133,24 +279,36 @@ def main() -> None:
     p.add_argument("--mode", choices=("pipeline", "embed"), default="pipeline")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
+    p.add_argument("--engine", choices=ENGINES, default="torch",
+                   help="onnx: ONNX Runtime through inferserve.model.engines.onnx_model (float32)")
+    p.add_argument("--cache-dir", default=None, help="exported engines (default: the server's, ~/.cache/inferserve)")
     args = p.parse_args()
-    with open(args.texts) as f:
+    if args.engine != "torch" and args.dtype not in ("auto", "float32"):
+        p.error(f"--engine {args.engine} runs float32")
+    # stdout carries the JSON lines only: the ONNX exporter prints its progress.
+    with open(args.texts) as f, contextlib.redirect_stdout(sys.stderr):
         raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f),
-                                                                      args.device, args.dtype)
-    print(json.dumps({"ready": True, "dtype": raw.dtype, "device": args.device}), flush=True)
+                                                                      args.device, args.dtype, args.engine,
+                                                                      args.cache_dir)
+    print(json.dumps({"ready": True, "dtype": raw.dtype, "engine": args.engine, "device": args.device}), flush=True)
     for line in sys.stdin:
         command, *rest = line.split()
-        if command == "sweep":
-            sizes = (32, 16, 8, 1) if rest[1:] == ["reverse"] else (1, 8, 16, 32)
-            result = {b: raw.limit(b, float(rest[0])) for b in sizes}
-        elif command == "limit":
-            result = raw.limit(int(rest[0]), float(rest[1]))
-        elif command == "single":
-            result = raw.single(int(rest[0]))
-        else:
-            result = None
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_command(raw, command, rest)
         print(json.dumps(result), flush=True)
 
+
+def run_command(raw: RawPipeline, command: str, rest: list[str]):
+    if command == "sweep":
+        sizes = (32, 16, 8, 1) if rest[1:] == ["reverse"] else (1, 8, 16, 32)
+        return {b: raw.limit(b, float(rest[0])) for b in sizes}
+    if command == "limit":
+        return raw.limit(int(rest[0]), float(rest[1]))
+    if command == "single":
+        return raw.single(int(rest[0]))
+    if command == "agree":
+        return raw.agree(int(rest[0]) if rest else None)
+    return None
 
 if __name__ == "__main__":
     main()

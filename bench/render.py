@@ -90,11 +90,55 @@ def _summarize(result: dict, concurrency: int) -> dict:
     }
 
 
+def _variant_label(raw: dict) -> str:
+    """float32, or float32 on onnx (older runs had torch only)."""
+    engine = raw.get("engine", "torch")
+    return raw["loaded_dtype"] + (f" on {engine}" if engine != "torch" else "")
+
+
+def _reference(result: dict) -> str:
+    return result.get("reference", result["reference_dtype"])
+
+
+def _agreement(raw: dict) -> str:
+    agreement = raw.get("agreement")
+    if not agreement:
+        return "–"
+    if agreement.get("reference") == "itself":
+        return "1 (the float32 torch reference)"
+    text = f"{agreement['min_cosine']:.6f}"
+    if agreement.get("max_prob_diff") is not None:
+        text += f"; probabilities within {agreement['max_prob_diff']:.1e}"
+    return text
+
+
+def variants_table(result: dict, concurrency: int, runs_key: str = "runs", server: str = "the server") -> list[str]:
+    """One row per raw variant: its limit at its best batch size (median over
+    rounds), against the reference, its agreement with float32 torch, and the
+    server at ``concurrency`` as a share of it (per round)."""
+    reference = _reference(result)
+    rounds = result["rounds"]
+    median = statistics.median
+    texts = next(iter(result["raw"].values())).get("agreement", {}).get("texts", "the")
+    lines = [
+        f"| raw variant | best batch | items/s (median over rounds) | vs {_variant_label(result['raw'][reference])} "
+        f"| min cosine vs float32 torch ({texts} texts) | {server} at c={concurrency} as a share of it (per round) |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for variant, raw in result["raw"].items():
+        limits = [r["limits"][variant] for r in rounds]
+        ratios = [r[runs_key][str(concurrency)]["rps"] / r["limits"][variant] for r in rounds]
+        versus = median([r["limits"][variant] / r["limits"][reference] for r in rounds])
+        lines.append(f"| {_variant_label(raw)} | {raw['best_batch']} | {median(limits):.1f} | {versus:.2f}x | "
+                     f"{_agreement(raw)} | **{median(ratios):.1%}** ({', '.join(f'{x:.0%}' for x in ratios)}) |")
+    return lines
+
+
 def _raw_line(result: dict) -> str:
     parts = []
-    reference = result["reference_dtype"]
+    reference = _reference(result)
     for dtype, raw in result["raw"].items():
-        label = raw["loaded_dtype"] + (", the reference" if dtype == reference and len(result["raw"]) > 1 else "")
+        label = _variant_label(raw) + (", the reference" if dtype == reference and len(result["raw"]) > 1 else "")
         limits = ", ".join(f"{r['limits'][dtype]:.1f}" for r in result["rounds"])
         parts.append(f"Raw `pipeline(texts, batch_size=b)` sweep ({label}; best of two passes): "
                      + ", ".join(f"b={b}: {v:.1f}/s" for b, v in raw["sweep"].items())
@@ -162,6 +206,9 @@ def throughput_body(doc: dict) -> str:
                 + ", ".join(f"{median_difference(x['c1_server_ms'], x['c1_raw_ms']):+.2f}" for x in r["rounds"])
                 + " ms.",
             ]
+        if len(r["raw"]) > 1:
+            lines += ["", "Raw variants (each its own helper, swept and timed every round):", "",
+                      *variants_table(r, max(concurrency))]
         top = _summarize(r, max(concurrency))
         lines += [
             "",
@@ -269,7 +316,118 @@ def render_capacity(doc: dict) -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"throughput": throughput_body, "latency": render_latency, "peers": render_peers,
+def _chosen(info: dict) -> str:
+    """What a server runs, from its /info: engine, dtype, and --dtype's reason."""
+    precision = info.get("precision") or {}
+    text = f"{info.get('engine')}, {info.get('dtype')}"
+    if precision.get("reason"):
+        text += f": {precision['reason']}"
+    return text
+
+
+def _precision_model(r: dict) -> list[str]:
+    reference = r["reference"]
+    rounds = r["rounds"]
+    c = str(r["concurrency"])
+    median = statistics.median
+    texts = next(iter(r["raw"].values()))["agreement"]["texts"]
+    lines = [
+        f"### {r['title']}",
+        "",
+        f"Servers at concurrency {c} (closed loop, `{r['route']}`), each as a share of the raw "
+        f"{_variant_label(r['raw'][reference])} limit of its own round:",
+        "",
+        "| server flags | serves with | requests/s | share of the reference limit (per round) | p50 ms | p99 ms "
+        "| mean batch | non-200 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for server in r["servers"]:
+        runs = [x["runs"][server][c] for x in rounds]
+        ratios = [x["runs"][server][c]["rps"] / x["limits"][reference] for x in rounds]
+        bad = sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs)
+        info = r["info"][server]
+        lines.append(f"| `{server}` | {info.get('engine')}, {info.get('dtype')} | "
+                     f"{median([x['rps'] for x in runs]):.1f} | **{median(ratios):.1%}** "
+                     f"({', '.join(f'{x:.0%}' for x in ratios)}) | {median([x['p50_ms'] for x in runs]):.1f} | "
+                     f"{median([x['p99_ms'] for x in runs]):.1f} | {median([x['mean_batch'] for x in runs]):.1f} | "
+                     f"{bad} |")
+    lines += [
+        "",
+        "Raw variants (each its own helper process, swept for its best batch size, then timed every round):",
+        "",
+        f"| raw variant | sweep, items/s by batch size | best batch | items/s (median over rounds) "
+        f"| vs {_variant_label(r['raw'][reference])} | min cosine vs float32 torch ({texts} texts) | "
+        + " | ".join(f"`{s}` at c={c} as a share of it" for s in r["servers"]) + " |",
+        "|---|---|---:|---:|---:|---|" + "---:|" * len(r["servers"]),
+    ]
+    for variant, raw in r["raw"].items():
+        limits = [x["limits"][variant] for x in rounds]
+        versus = median([x["limits"][variant] / x["limits"][reference] for x in rounds])
+        shares = [median([x["runs"][s][c]["rps"] / x["limits"][variant] for x in rounds]) for s in r["servers"]]
+        sweep = ", ".join(f"{b}: {v:.1f}" for b, v in raw["sweep"].items())
+        lines.append(f"| {_variant_label(raw)} | {sweep} | {raw['best_batch']} | {median(limits):.1f} | "
+                     f"{versus:.2f}x | {_agreement(raw)} | " + " | ".join(f"{x:.1%}" for x in shares) + " |")
+    lines += ["", "Load average (1, 5, 15 min) at the start of each round: "
+              + "; ".join(", ".join(f"{v:.2f}" for v in x["load_average"]) for x in rounds) + ".", ""]
+    return lines
+
+
+def render_precision(doc: dict) -> str:
+    r, o = doc["results"], doc["options"]
+    quiet = r["quiet"]
+    infos = {s: i for m in r["models"] for s, i in m["info"].items()}
+    if r.get("c1"):
+        infos.update(r["c1"]["info"])
+    waited = (f"waited {quiet['waited_s']} s for the 1-minute load average to drop under {quiet['threshold']:g} "
+              + ("(it did)" if quiet["quiet"] else "(it never did: measured anyway)") + "; "
+              if quiet["threshold"] else "")
+    lines = [
+        _heading("Precision and engines", doc, "utc")
+        + f"{_machine(doc)}, no GPU; torch {doc['machine']['torch']}, transformers {doc['machine']['transformers']}. "
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in quiet['polls'][-1])} ({waited.rstrip('; ')}"
+        f"{'' if waited else 'no wait asked'}); after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}. "
+        f"{o['rounds']} rounds of {o['seconds']:g} s (x3 for bert-base) after {o['warmup']:g} s warm-up; raw "
+        f"sweeps {o['sweep_seconds']:g} s per batch size, best of two passes. Server, load generator and raw "
+        "helpers share the cores; each ratio pairs a server figure with the raw limits of its own round, and the "
+        "tables give medians over rounds. ONNX variants run inferserve.model.engines.onnx_model, the server's own "
+        "export (cached) and session. Agreement: per text, the cosine of its outputs (the network's last hidden "
+        "state or logits over its real tokens; for `/embed`, the pooled vector) against a float32 torch copy's, "
+        "minimum over the texts; for fill-mask also the largest change of any softmax probability.",
+        "",
+        "What each server serves with (its `/info`: engine, dtype, and why):",
+        "",
+        *[f"- `{s}`: {_chosen(i)}" for s, i in infos.items()],
+        "",
+    ]
+    for m in r["models"]:
+        lines += _precision_model(m)
+    c1 = r.get("c1")
+    if c1:
+        lines += [
+            f"### Concurrency 1: {c1['title']}",
+            "",
+            f"Each server and each raw variant's single call in turn, a block at a time ({c1['blocks']} blocks of "
+            f"each, the order mirrored every other block; server blocks through {c1['client']}, raw blocks of "
+            f"{c1['raw_calls']} calls timed inside the raw process). Ratio: a block's p50 over the `{c1['baseline']}` "
+            f"block beside it, median over blocks; difference: minus the `{c1['raw_reference']}` block beside it. In "
+            "brackets a bootstrap 95% interval (blocks treated as independent: a lower bound on the uncertainty). "
+            "Load average before and after: "
+            + "; ".join(", ".join(f"{v:.2f}" for v in x) for x in c1["load_average"]) + ".",
+            "",
+            f"| side | p50 ms (median over blocks) | p50 / `{c1['baseline']}` | minus {c1['raw_reference']} ms |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, s in c1["summary"].items():
+            low, high = s["ratio_ci95"]
+            side = name if name.startswith("raw ") else f"server `{name}`"
+            versus_raw = (f"{s['minus_raw_ms']:+.2f} [{s['minus_raw_ci95'][0]:+.2f}, {s['minus_raw_ci95'][1]:+.2f}]"
+                          if "minus_raw_ms" in s else "–")
+            lines.append(f"| {side} | {s['p50_ms']:.2f} | **{s['ratio_to_baseline']:.3f}** [{low:.3f}, {high:.3f}] "
+                         f"| {versus_raw} |")
+    return "\n".join(lines)
+
+
+RENDERERS = {"throughput": throughput_body, "precision": render_precision, "latency": render_latency, "peers": render_peers,
              "chaos": render_chaos, "cluster": render_cluster, "capacity": render_capacity, "gpu": render_gpu}
 
 

@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import OUT, Closes, Model, RawHelper, require_loopback
@@ -132,6 +133,8 @@ class WrkBlocks(Closes):
                              capture_output=True, text=True, check=True).stdout
         if int(re.search(r"^ERRORS (\d+)", out, re.M).group(1)):
             raise RuntimeError(f"wrk saw errors:\n{out}")
+        if not int(re.search(r"^REQUESTS (\d+)", out, re.M).group(1)):  # its p50 would read 0
+            raise RuntimeError(f"wrk finished no request in {self.seconds} s: is the box saturated?\n{out}")
         return float(re.search(r"^P50_US ([\d.]+)", out, re.M).group(1)) / 1000
 
     def close(self) -> None:
@@ -150,15 +153,28 @@ def open_blocks(url: str, model: Model, texts: list[str], client: str = "auto") 
     return ClientBlocks(url, texts, model.c1_calls)
 
 
+def rotate_blocks(sides: dict[str, Callable[[int], float]], blocks: int, first_block: int = 0,
+                  mirror: bool = True) -> dict[str, list[float]]:
+    """``blocks`` times, one block of each side (a callable: block number to
+    its median ms), in the given order; with ``mirror`` the order is reversed
+    every other block (A B C, C B A, ...), so no side always runs straight
+    after the same neighbour (whose OpenMP threads may still spin). Returns
+    each side's block medians."""
+    names = list(sides)
+    medians: dict[str, list[float]] = {name: [] for name in names}
+    for b in range(first_block, first_block + blocks):
+        for name in (names[::-1] if mirror and b % 2 else names):
+            medians[name].append(sides[name](b))
+    return medians
+
+
 def alternate_blocks(raw: RawHelper, server: ClientBlocks | WrkBlocks, blocks: int, calls: int,
                      first_block: int = 0) -> tuple[list[float], list[float]]:
     """``blocks`` times: the median of ``calls`` back-to-back raw calls, then
     the server's median over a block of its own. Returns both lists."""
-    raw_ms, server_ms = [], []
-    for b in range(first_block, first_block + blocks):
-        raw_ms.append(raw.ask(f"single {calls}"))
-        server_ms.append(server.block_p50_ms(b))
-    return raw_ms, server_ms
+    medians = rotate_blocks({"raw": lambda b: raw.ask(f"single {calls}"), "server": server.block_p50_ms},
+                            blocks, first_block, mirror=False)
+    return medians["raw"], medians["server"]
 
 
 def median_difference(server_ms: list[float], raw_ms: list[float]) -> float:

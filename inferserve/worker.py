@@ -63,6 +63,12 @@ def worker_main(
             dtype=loaded.dtype,
             load_seconds=time.perf_counter() - started,
             embedding_dimension=tasks.embedding_dimension,
+            max_input_length=tasks.max_input_length,
+            pooling=tasks.pooling,
+            id2label=tasks.id2label,
+            sentence_transformers=tasks.sentence_transformers,
+            precision=loaded.precision,
+            engine=loaded.engine,
         )
     )
     worker.serve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,7 +14,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +118,11 @@ class ServerProcess:
 
     def start(self, wait_ready: bool = True, timeout: float = 90.0) -> "ServerProcess":
         command = [sys.executable, "-m", "inferserve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        if "--dtype" not in self.args:
+            # Tests compare outputs with pipeline() exactly: float32 unless a
+            # test asks for a precision (--dtype auto would pick bfloat16 where
+            # it is faster and agrees, which is not bit for bit).
+            command += ["--dtype", "float32"]
         self._log = open(self.log_path, "wb")
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
@@ -198,17 +206,64 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def scrape(server: ServerProcess) -> dict[str, float]:
-    """/metrics as {sample name{labels}: value}, via prometheus_client's parser."""
+def metric_samples(text: str) -> dict[str, float]:
+    """A /metrics exposition as {sample name{labels}: value}, via prometheus_client's parser.
+    A series with a ``model`` label is also summed over the models under its
+    key without that label (PromQL's ``sum without (model)``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = server.get("/metrics").body.decode()
+    def key(name: str, labels: dict[str, str]) -> str:
+        text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        return f"{name}{{{text}}}" if text else name
+
     samples: dict[str, float] = {}
+    summed: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
+            samples[key(sample.name, sample.labels)] = sample.value
+            if "model" in sample.labels:
+                others = {k: v for k, v in sample.labels.items() if k != "model"}
+                summed[key(sample.name, others)] = summed.get(key(sample.name, others), 0.0) + sample.value
+    return {**summed, **samples}
+
+
+def scrape(server: ServerProcess) -> dict[str, float]:
+    """/metrics as {sample name{labels}: value}."""
+    return metric_samples(server.get("/metrics").body.decode())
+
+
+def queue_depth(server: ServerProcess) -> float:
+    """Requests the front-end has sent to a worker and not yet had answered."""
+    return scrape(server)["inferserve_queue_depth"]
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll ``predicate`` until it returns something truthy (returned), or
+    fail after ``timeout`` seconds: a wait on a condition, not a guess at
+    how long something takes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout}s: {what or predicate}")
+        time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+                           what: str = "") -> T:
+    """``wait_until`` from inside an event loop: ``predicate`` (which may
+    block, e.g. ``queue_depth``) runs on a thread, so the loop's own client
+    requests keep going meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout}s: {what or predicate}")
+        await asyncio.sleep(interval)
 
 
 def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:

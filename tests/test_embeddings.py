@@ -108,10 +108,14 @@ def test_openai_errors_use_openai_shape(default_model_server: ServerProcess, bod
 
 def test_embed_is_refused_for_a_model_without_embeddings(fill_mask_server: ServerProcess) -> None:
     response = fill_mask_server.post_json({"inputs": "hi"}, path="/embed")
-    assert response.status == 400 and response.json()["type"] == "not_supported"
+    # TEI's answer for "not an embedding model": 424, in TEI's error shape.
+    assert response.status == 424 and response.json()["error_type"] == "Backend"
 
 
-def test_default_model_serves_raw_text_like_the_pipeline(default_model_server: ServerProcess) -> None:
+def test_default_model_answers_raw_text_with_its_sentence_embedding(default_model_server: ServerProcess) -> None:
+    # A sentence-transformers model answers POST / as /embed does (tests/test_tei.py).
     response = default_model_server.post_text("hello world")
     assert response.status == 200
-    assert np.array(response.json()).shape == (1, 4, 384)  # pipeline(text) for feature-extraction
+    embedded = default_model_server.post_json({"inputs": "hello world"}, path="/embed")
+    assert np.array(response.json()).shape == (1, 384)
+    np.testing.assert_allclose(response.json(), embedded.json(), atol=1e-6)

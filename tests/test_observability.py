@@ -1,4 +1,6 @@
-"""/metrics, /info, timing headers, JSON logs: a real server on 127.0.0.1."""
+"""/metrics, /info, timing headers, JSON logs: a real server on 127.0.0.1.
+
+(Counting by route and status is the front-end's alone: test_app.py covers it.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from helpers import ServerProcess, scrape
+from helpers import ServerProcess, scrape, wait_until
 
 MAX_BATCH = 4
 
@@ -62,15 +64,6 @@ def test_metrics_move_by_the_right_amounts(observed_server: ServerProcess) -> No
     assert after["inferserve_worker_restarts_total"] == 0
 
 
-def test_error_statuses_are_counted_by_route(observed_server: ServerProcess) -> None:
-    before = scrape(observed_server)
-    observed_server.request("POST", "/", b"{", {"Content-Type": "application/json"})
-    observed_server.get("/nope")
-    after = scrape(observed_server)
-    assert delta(after, before, 'inferserve_requests_total{route="/",status="400"}') == 1
-    assert delta(after, before, 'inferserve_requests_total{route="unmatched",status="404"}') == 1
-
-
 def test_info_matches_the_flags(observed_server: ServerProcess, fill_mask_model: Path) -> None:
     info = observed_server.get("/info").json()
     assert info["model"] == str(fill_mask_model)
@@ -100,14 +93,19 @@ def test_timing_headers_are_consistent(observed_server: ServerProcess) -> None:
 def test_json_logs_have_one_object_per_request(observed_server: ServerProcess) -> None:
     response = observed_server.post_json({"inputs": "log me [MASK]"}, headers={"X-Request-Id": "log-check-1"})
     assert response.status == 200
-    time.sleep(0.2)
-    records = [json.loads(line) for line in observed_server.log().splitlines() if line.startswith("{")]
-    access = [r for r in records if r.get("request_id") == "log-check-1"]
+
+    def records() -> list[dict]:
+        lines = observed_server.log().splitlines(keepends=True)
+        return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("\n")]  # whole lines
+
+    # access lines reach the log up to 50 ms late (written off the loop)
+    wait_until(lambda: any(r.get("request_id") == "log-check-1" for r in records()), timeout=5, what="access line")
+    access = [r for r in records() if r.get("request_id") == "log-check-1"]
     assert len(access) == 1
     assert access[0]["status"] == 200 and access[0]["path"] == "/"
     assert access[0]["batch_size"] >= 1 and access[0]["latency_ms"] > 0
     # start-up steps are logged with their durations
-    messages = " ".join(r["message"] for r in records)
+    messages = " ".join(r["message"] for r in records())
     assert "loaded" in messages and "warm-up" in messages
 
 

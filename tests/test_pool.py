@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from helpers import ServerProcess, scrape
+from helpers import ServerProcess, scrape, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +20,9 @@ def pool_server(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory)
         ["--model", str(fill_mask_model), "--workers", "2", "--max-batch-size", "4", "--max-batch-delay-ms", "20"],
         tmp_path_factory.mktemp("logs") / "pool.log",
     ).start()
-    deadline = time.monotonic() + 60  # /ready is up with one worker; wait for both
-    while len(server.worker_pids()) < 2 or scrape(server).get("inferserve_worker_up", 0) < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    # /ready is up with one worker; wait for both
+    wait_until(lambda: len(server.worker_pids()) >= 2 and scrape(server).get("inferserve_worker_up", 0) >= 1,
+               timeout=60, interval=0.1, what="two worker processes")
     yield server
     server.stop()
 
@@ -39,13 +37,11 @@ async def _post_all(url: str, texts: list[str]) -> list[tuple[int, Any]]:
 
 
 def _wait_all_ready(server: ServerProcess) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        log = server.log()
-        if log.count("worker 0 ready") >= 1 and log.count("worker 1 ready") >= 1:
-            return
-        time.sleep(0.1)
-    raise AssertionError(server.log()[-3000:])
+    try:
+        wait_until(lambda: "worker 0 ready" in (log := server.log()) and "worker 1 ready" in log,
+                   timeout=60, interval=0.1, what="both workers ready")
+    except AssertionError as exc:
+        raise AssertionError(server.log()[-3000:]) from exc
 
 
 def test_both_workers_serve_and_match_one_worker(pool_server: ServerProcess, fill_mask_server: ServerProcess) -> None:
@@ -87,7 +83,7 @@ def test_killing_one_worker_under_load_loses_nothing(pool_server: ServerProcess)
         assert [r["token"] for r in body] == [r["token"] for r in expected[text]]
     assert "died with a request in flight: retrying" in pool_server.log()  # in flight, not just queued later
     assert pool_server.post_text("after the kill [MASK]").status == 200
-    deadline = time.monotonic() + 60  # the dead one comes back
-    while scrape(pool_server)["inferserve_worker_restarts_total"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # the dead one comes back
+    wait_until(lambda: scrape(pool_server)["inferserve_worker_restarts_total"] >= 1, timeout=60, interval=0.1,
+               what="the killed worker restarted")
     assert scrape(pool_server)["inferserve_worker_restarts_total"] == 1

@@ -14,7 +14,7 @@ from inferserve.model.tasks.pipeline import PipelineTask
 
 @pytest.fixture(scope="module")
 def runner(fill_mask_model: Path) -> PipelineTask:
-    loaded = load_model(ModelSpec(model=str(fill_mask_model)))
+    loaded = load_model(ModelSpec(model=str(fill_mask_model), dtype="float32"))
     return PipelineTask(loaded.pipeline, loaded.task)
 
 
@@ -52,7 +52,7 @@ def test_rejections_are_typed(runner: PipelineTask) -> None:
 
 
 def test_over_long_input_is_truncated_or_rejected(fill_mask_model: Path) -> None:
-    loaded = load_model(ModelSpec(model=str(fill_mask_model)))
+    loaded = load_model(ModelSpec(model=str(fill_mask_model), dtype="float32"))
     long_text = "[MASK] " + "word " * 400
     truncating = PipelineTask(loaded.pipeline, loaded.task, truncate=True)
     params = truncating.parse_params({})
@@ -67,7 +67,7 @@ def test_over_long_input_is_truncated_or_rejected(fill_mask_model: Path) -> None
 def test_feature_extraction_skips_the_unused_pooler_and_answers_the_same(embedding_model: Path) -> None:
     import transformers
 
-    loaded = load_model(ModelSpec(model=str(embedding_model), task="feature-extraction"))
+    loaded = load_model(ModelSpec(model=str(embedding_model), task="feature-extraction", dtype="float32"))
     assert loaded.pipeline.model.pooler is None
     reference = transformers.pipeline("feature-extraction", model=str(embedding_model))
     assert reference.model.pooler is not None

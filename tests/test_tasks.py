@@ -99,6 +99,14 @@ def test_single_and_list_inputs_match_the_pipeline(task_setup) -> None:
         assert_close(many.json(), [_jsonable(pipe(text, **params)) for text in inputs])
 
 
+def test_a_parameter_the_task_does_not_take_is_refused_naming_it(task_setup) -> None:
+    # Several pipelines' _sanitize_parameters end in **kwargs and used to drop a misspelt name.
+    _, server, _, inputs, parameter_sets = task_setup
+    response = server.post_json({"inputs": inputs[0], "parameters": {**parameter_sets[0], "top_kk": 3}})
+    assert response.status == 422, response.body
+    assert response.json()["error"] == "unsupported parameter 'top_kk'"
+
+
 def test_concurrent_requests_batch_and_stay_correct(task_setup) -> None:
     _, server, pipe, inputs, parameter_sets = task_setup
     params = parameter_sets[0]

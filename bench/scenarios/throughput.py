@@ -9,13 +9,16 @@ through wrk when it is installed), then `GET /health` while saturated, in a
 window of its own. Every figure pairs a server measurement with a raw one
 taken just before it, so drift on this noisy box cancels out.
 
-With several --raw-dtype values, one raw helper per precision takes its own
-sweep and limit every round; the first is the one ratios are taken against
-(match it to the server's --dtype).
+With several raw variants (--raw-variants DTYPE:ENGINE ..., or --raw-dtype
+DTYPE ... for torch ones), one raw helper per variant takes its own sweep
+and limit every round, and reports how far its outputs move from a float32
+torch copy's (bench.raw's ``agree``); the first is the one ratios are taken
+against (match it to the server's --dtype and --engine).
 
     python -m bench throughput                       # 3 models, concurrency 1, 8, 64: ~15 min
     python -m bench throughput --models minilm --rounds 1 --seconds 3
     python -m bench throughput --server-args "--dtype bfloat16" --raw-dtype bfloat16 float32
+    python -m bench throughput --raw-variants float32:torch bfloat16:torch float32:onnx
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from contextlib import ExitStack
 from bench.harness import (
     MODELS, OUT, Model, RawHelper, finish, load, probe_command, rss_mb, spawn, start_inferserve, write_bodies,
 )
-from bench.raw import DTYPES
+from bench.raw import DTYPES, parse_variant, variant_key
 from bench.sidebyside import CLIENTS, alternate_blocks, median_difference, open_blocks
 
 SUMMARY = "raw pipeline limit vs the server at concurrency 1/8/64, alternating rounds (~15 min)"
@@ -45,8 +48,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client", choices=CLIENTS, default="auto", help="server side of the blocks: wrk if installed")
     p.add_argument("--raw-device", default="cpu", help="device of the raw pipeline (match the server's)")
     p.add_argument("--raw-dtype", nargs="+", choices=DTYPES, default=["auto"],
-                   help="precision(s) of the raw pipeline; the first is the reference (match the server's)")
+                   help="precision(s) of the raw pipeline, on torch; the first is the reference (match the server's)")
+    p.add_argument("--raw-variants", nargs="+", type=raw_variant, default=None, metavar="DTYPE:ENGINE",
+                   help="raw pipelines as precision:engine (float32:torch bfloat16:torch float32:onnx); "
+                        "replaces --raw-dtype; the first is the reference")
     p.add_argument("--server-args", default="", help='extra inferserve flags, e.g. "--dtype float32 --workers 2"')
+
+
+def raw_variant(text: str) -> str:
+    try:
+        return variant_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def raw_variants(args: argparse.Namespace) -> list[str]:
+    """The raw helpers to run, as DTYPE:ENGINE; the first is the reference."""
+    return args.raw_variants or [variant_key(d) for d in args.raw_dtype]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -63,21 +81,37 @@ def best_batch(raw: RawHelper, seconds: float) -> tuple[dict[str, float], int]:
     return sweep, int(max(sweep, key=sweep.get))
 
 
+def open_raw_variants(stack: ExitStack, model: Model, path: str, texts: list[str], device: str,
+                      variants: list[str], sweep_seconds: float,
+                      sweep: bool = True, agree_texts: int = 64) -> tuple[dict[str, RawHelper], dict[str, dict]]:
+    """One raw helper per variant, each swept (its best batch size; unless
+    not ``sweep``) and checked against float32 torch over the first
+    ``agree_texts`` texts (its agreement), kept open in ``stack``."""
+    raws: dict[str, RawHelper] = {}
+    figures: dict[str, dict] = {}
+    for variant in variants:
+        dtype, engine = parse_variant(variant)
+        print(f"[{model.name}] loading the raw pipeline ({device}, {variant}) ...", flush=True)
+        raws[variant] = stack.enter_context(RawHelper(model, path, texts, device, dtype, engine))
+        agreement = raws[variant].ask(f"agree {agree_texts}")
+        by_size, best = best_batch(raws[variant], sweep_seconds) if sweep else ({}, None)
+        figures[variant] = {"loaded_dtype": raws[variant].loaded["dtype"], "engine": engine, "sweep": by_size,
+                            "best_batch": best, "agreement": agreement}
+        print(f"[{model.name}] raw {variant}: sweep (items/s by batch size) {by_size}; "
+              f"min cosine vs float32 torch {agreement['min_cosine']:.6f}", flush=True)
+    return raws, figures
+
+
 def bench_model(model: Model, args: argparse.Namespace, server_args: list[str]) -> dict:
     path = model.path()
     texts = model.texts()
     bodies = write_bodies(model.name, texts)
     seconds = args.seconds * model.time_scale
-    reference = args.raw_dtype[0]
+    variants = raw_variants(args)
+    reference = variants[0]
     with ExitStack() as stack:
-        raws: dict[str, RawHelper] = {}
-        raw_figures: dict[str, dict] = {}
-        for dtype in args.raw_dtype:
-            print(f"[{model.name}] loading the raw pipeline ({args.raw_device}, {dtype}) ...", flush=True)
-            raws[dtype] = stack.enter_context(RawHelper(model, path, texts, args.raw_device, dtype))
-            sweep, best = best_batch(raws[dtype], args.sweep_seconds)
-            raw_figures[dtype] = {"loaded_dtype": raws[dtype].loaded["dtype"], "sweep": sweep, "best_batch": best}
-            print(f"[{model.name}] raw sweep, {dtype} (items/s by batch size): {sweep}", flush=True)
+        raws, raw_figures = open_raw_variants(stack, model, path, texts, args.raw_device, variants,
+                                              args.sweep_seconds)
         # The server runs with its defaults (what a user gets) plus
         # --server-args; the limit is the raw pipeline at its own best batch size.
         server = stack.enter_context(start_inferserve(path, model.task, server_args,
@@ -88,9 +122,9 @@ def bench_model(model: Model, args: argparse.Namespace, server_args: list[str]) 
         rounds: list[dict] = []
         for r in range(args.rounds):
             # Each server figure is paired with a raw figure taken just before
-            # it: the reference precision's limit comes last.
-            limits = {dtype: raws[dtype].ask(f"limit {raw_figures[dtype]['best_batch']} {seconds}")
-                      for dtype in [*args.raw_dtype[1:], reference]}
+            # it: the reference variant's limit comes last.
+            limits = {v: raws[v].ask(f"limit {raw_figures[v]['best_batch']} {seconds}")
+                      for v in [*variants[1:], reference]}
             runs = {str(c): load(url, bodies, c, seconds, args.warmup) for c in args.concurrency}
             # Concurrency 1 against one raw call: alternating blocks, so each
             # server block has a raw block from the same few seconds. (A raw
@@ -116,5 +150,5 @@ def bench_model(model: Model, args: argparse.Namespace, server_args: list[str]) 
                   + ", ".join(f"c={c}: {v['rps']:.1f}/s p50 {v['p50_ms']:.1f} ms" for c, v in runs.items())
                   + f", /health p99 {runs[str(top)]['health']['p99_ms']:.1f} ms", flush=True)
     return {"name": model.name, "title": model.title, "route": model.route, "server_args": server_args,
-            "reference_dtype": reference, "raw": raw_figures, "rounds": rounds,
+            "reference": reference, "reference_dtype": reference, "raw": raw_figures, "rounds": rounds,
             "c1_client": c1.label if c1 else None, "c1_blocks": [args.c1_blocks, model.c1_calls]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 DEFAULT_HOST = "127.0.0.1"
@@ -24,11 +25,16 @@ class ModelSpec:
     model: str
     task: str | None = None
     device: str = "auto"
-    dtype: str = "auto"  # auto (the checkpoint's), float32, float16, bfloat16
+    # auto: the fastest precision that agrees with float32 (model/precision.py);
+    # float32, float16, bfloat16: that one.
+    dtype: str = "auto"
+    # The agreement gate a reduced precision must pass under auto.
+    min_cosine: float = 0.999
+    max_prob_diff: float = 0.01
+    engine: str = "torch"  # or "onnx" (ONNX Runtime, exported once and cached)
+    cache_dir: str | None = None  # where exported engines are kept; None: ~/.cache/inferserve
     num_threads: int | None = None
-    # Worker process priority (os.nice). Measured on 2 cores (MiniLM, c=64):
-    # 10 cut /health p99 under saturation from 20-41 ms to 7-23 ms but cost
-    # ~5% throughput (162 vs 170 req/s, interleaved A/B), so 0 by default.
+    # Worker process priority (os.nice); 0 by default: docs/design.md#worker-niceness.
     niceness: int = 0
     truncate: bool = True
 
@@ -47,8 +53,16 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class NamedModel:
+    """One of the models a server serves, under the name requests choose it by."""
+
+    name: str
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
 class ServerConfig:
-    model: ModelSpec
+    model: ModelSpec  # the first (default) model; with one model, the only one
     batch: BatchPolicy = BatchPolicy()
     workers: int = 1
     devices: tuple[str, ...] = ()  # one per worker, round-robin; empty: --device for all
@@ -64,9 +78,25 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"  # or "json": one JSON object per line
     served_model_name: str = ""  # the "model" OpenAI clients see; default: the model's name
+    # Every model served, each with its own worker pool; empty: ``model`` alone
+    # (named ``served_model_name``). When given, the first is ``model``.
+    models: tuple[NamedModel, ...] = ()
+
+    def served_models(self) -> tuple[NamedModel, ...]:
+        """The models, first the default one (bare routes, requests naming none)."""
+        if self.models:
+            return self.models
+        return (NamedModel(self.served_model_name or default_model_name(self.model.model), self.model),)
 
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_name(model: str) -> str:
+    """A model's name when none is given: a local directory's name, else the hub id."""
+    if os.path.isdir(model):
+        return os.path.basename(os.path.abspath(model))
+    return model
 
 
 def default_model_path() -> str:

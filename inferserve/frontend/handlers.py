@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 
 import orjson
 from aiohttp import web
@@ -12,19 +14,24 @@ from ..common.config import ServerConfig
 from ..ipc import Call, Outcome, RequestKind
 from .errors import DeadlineExceeded, PayloadError, WorkerUnavailable
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .payload import Parser, parse_embed, parse_openai_embeddings, parse_pipeline
+from . import tei
+from .payload import Parser, parse_openai_embeddings, parse_pipeline
+from .rerank_payload import check_served, parse_cohere_rerank_v1, parse_cohere_rerank_v2, parse_predict, parse_rerank
 from .responses import (
     ErrorFactory,
     Failure,
+    cohere_error,
     error_response,
     exception_failure,
     failure_response,
     openai_error,
     outcome_failure,
+    tei_error,
     unavailable,
 )
 from .sse import stream_events
-from .state import BACKEND_KEY, CONFIG_KEY, METRICS_KEY, STATE_KEY
+from .models import MODEL_LABEL, MODELS_KEY, ServedModel
+from .state import CONFIG_KEY, METRICS_KEY, STATE_KEY
 
 # Bodies above this are parsed on a thread so a large JSON document cannot
 # stall every other client on the event loop.
@@ -37,10 +44,18 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
+    """200 once every model is ready (``/models/{name}/ready``: that one)."""
     if request.app[STATE_KEY].draining:
         return failure_response(unavailable("draining"), error_response, {})
-    if not request.app[BACKEND_KEY].ready:
-        return failure_response(unavailable("the model is loading"), error_response, {})
+    models = request.app[MODELS_KEY]
+    model = models.routed(request)
+    if model is None:
+        return failure_response(models.unknown(request.match_info["name"]), error_response, {})
+    loading = models.loading() if "name" not in request.match_info else (
+        [] if model.backend is not None and model.backend.ready else [model.name])
+    if loading:
+        message = "the model is loading" if not models.several else f"loading: {', '.join(loading)}"
+        return failure_response(unavailable(message), error_response, {})
     return web.json_response({"status": "ready"})
 
 
@@ -50,8 +65,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def info(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
-    backend = request.app[BACKEND_KEY]
+    """The first model's (``/models/{name}/info``: that one's), with every model's name."""
+    models = request.app[MODELS_KEY]
+    model = models.routed(request)
+    if model is None:
+        return failure_response(models.unknown(request.match_info["name"]), error_response, {})
+    request[MODEL_LABEL] = model.name
+    config, backend = model.config, model.backend
+    assert backend is not None
     state = request.app[STATE_KEY]
     worker = backend.info
     document = {
@@ -60,6 +81,8 @@ async def info(request: web.Request) -> web.Response:
         "task": worker.task if worker else config.model.task,
         "device": worker.device if worker else config.model.device,
         "dtype": worker.dtype if worker else None,
+        "engine": worker.engine if worker else config.model.engine,
+        "precision": asdict(worker.precision) if worker and worker.precision else None,
         "embedding_dimension": worker.embedding_dimension if worker else None,
         "ready": backend.ready,
         "workers": config.workers,
@@ -73,64 +96,157 @@ async def info(request: web.Request) -> web.Response:
         "request_timeout_s": config.request_timeout_s,
         "versions": state.versions,
         "uptime_s": round(time.monotonic() - state.started_at, 3),
+        "models": list(models.names),
     }
+    # TEI's Info fields beside ours (its max_batch_tokens, an integer, replaces ours).
+    document.update(tei.info_fields(config, worker))
     return web.json_response(document, dumps=lambda v: orjson.dumps(v).decode())
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_pipeline, error_response)
+    # A sentence-transformers model answers POST / as /embed does (tei.parse_root_embed).
+    model = request.app[MODELS_KEY].routed(request)  # None: _serve answers 404
+    worker = model.backend.info if model is not None and model.backend is not None else None
+    parse = tei.parse_root_embed if worker is not None and worker.sentence_transformers else parse_pipeline
+    return await _serve(request, parse, error_response)
+
+
+# text-embeddings-inference's routes: its request bodies, answers and errors (tei.py).
 
 
 async def embed(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_embed, error_response)
+    return await _serve(request, tei.parse_embed, tei_error)
+
+
+async def embed_all(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, tei.parse_embed_all, tei_error)
+
+
+async def tokenize(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, tei.parse_tokenize, tei_error)
+
+
+async def decode(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, tei.parse_decode, tei_error)
 
 
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_openai_embeddings, openai_error)
+    return await _serve(request, parse_openai_embeddings, openai_error, _embed_model_name)
 
 
-async def _serve(request: web.Request, parse: Parser, error: ErrorFactory) -> web.StreamResponse:
-    """Admission, parsing, the worker round trip, and the HTTP answer."""
+def _embed_model_name(call: Call) -> str:
+    assert call.embed is not None
+    return call.embed.model_name
+
+
+# Rerank (TEI's /rerank; Cohere's and Jina's /v1/rerank, Cohere's /v2/rerank)
+# and TEI's /predict: rerank_payload.py parses, model/tasks/{rerank,predict}.py answer.
+
+
+async def rerank(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, parse_rerank, tei_error)
+
+
+async def cohere_rerank_v1(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, parse_cohere_rerank_v1, cohere_error, _rerank_model_name)
+
+
+async def cohere_rerank_v2(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, parse_cohere_rerank_v2, cohere_error, _rerank_model_name)
+
+
+def _rerank_model_name(call: Call) -> str:
+    assert call.rerank is not None
+    return call.rerank.model_name
+
+
+async def predict(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, parse_predict, tei_error)
+
+
+async def _serve(
+    request: web.Request, parse: Parser, error: ErrorFactory, named_by: Callable[[Call], str] | None = None,
+) -> web.StreamResponse:
+    """Admission, parsing, the worker round trip, and the HTTP answer.
+    ``named_by`` reads the model a parsed body names (routes whose body has
+    a ``model`` field)."""
     headers = {"X-Request-Id": _request_id(request)}
     try:
-        call, timeout = await _admit(request, parse)
+        model, call, timeout = await _admit(request, parse, named_by)
+        backend = model.backend
+        assert backend is not None
         deadline = time.monotonic() + timeout
         if call.kind is RequestKind.STREAM:
-            backend = request.app[BACKEND_KEY]
             return await stream_events(request, backend.stream(call, deadline), headers, error)
         try:
-            return await _answer(request, call, deadline, headers)
+            return await _answer(request, model, call, deadline, headers)
         except DeadlineExceeded as exc:
             raise Failure(504, "deadline_exceeded", f"no answer within {timeout:g}s") from exc
     except (Failure, PayloadError, WorkerUnavailable, DeadlineExceeded) as exc:
         return failure_response(exception_failure(exc), error, headers)
 
 
-async def _admit(request: web.Request, parse: Parser) -> tuple[Call, float]:
+async def _admit(
+    request: web.Request, parse: Parser, named_by: Callable[[Call], str] | None,
+) -> tuple[ServedModel, Call, float]:
     """Refuse what cannot be served now; else parse the body. Returns the
-    call and its timeout in seconds."""
+    model, the call and its timeout in seconds.
+
+    The model is the route's (its ``/models/{name}`` prefix, else the
+    first), known before the body is read, so admission is checked first;
+    with several models a body naming one is parsed first (when some model
+    could take it at all), then admitted by the model it names."""
     config = request.app[CONFIG_KEY]
-    backend = request.app[BACKEND_KEY]
+    models = request.app[MODELS_KEY]
     if request.app[STATE_KEY].draining:
         raise unavailable("the server is shutting down")
+    model = models.routed(request)
+    if model is None:
+        raise models.unknown(request.match_info["name"])
+    by_body = named_by is not None and models.several and "name" not in request.match_info
+    if not by_body:
+        request[MODEL_LABEL] = model.name
+        _check_admission(model, config, models.several)
+    elif not models.can_admit_any(config.max_queue):
+        _check_admission(models.first, config, models.several)  # none can: the first's reason
+    timeout = _timeout(request, config)
+    call = await _read_call(request, model.config, parse)
+    if not by_body:
+        # Again: others may have been admitted while this body arrived.
+        _check_admission(model, config, models.several)
+    if by_body:
+        assert named_by is not None
+        model = models.named(named_by(call))
+        request[MODEL_LABEL] = model.name
+        _check_admission(model, config, models.several)
+    assert model.backend is not None
+    info = model.backend.info
+    embeds = call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL)
+    if embeds and info is not None and info.embedding_dimension is None:
+        raise Failure(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings")
+    check_served(call, info)  # rerank needs a cross-encoder, predict a classifier
+    return model, call, timeout
+
+
+def _check_admission(model: ServedModel, config: ServerConfig, several: bool) -> None:
+    """503 unless the model is ready and has room (--max-queue per model)."""
+    backend = model.backend
+    assert backend is not None
     if not backend.ready:
-        raise unavailable("the model is not ready")
+        raise unavailable(f"the model {model.name} is not ready" if several else "the model is not ready")
     if backend.in_flight >= config.max_queue:
         raise unavailable("the server is overloaded; retry later")
-    timeout = _timeout(request, config)
-    call = await _read_call(request, config, parse)
-    info = backend.info
-    if call.kind is RequestKind.EMBED and info is not None and info.embedding_dimension is None:
-        raise Failure(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings")
-    return call, timeout
 
 
-async def _answer(request: web.Request, call: Call, deadline: float, headers: dict[str, str]) -> web.Response:
-    result = await request.app[BACKEND_KEY].infer(call, deadline)
+async def _answer(
+    request: web.Request, model: ServedModel, call: Call, deadline: float, headers: dict[str, str],
+) -> web.Response:
+    assert model.backend is not None
+    result = await model.backend.infer(call, deadline)
     headers["X-Batch-Size"] = str(result.batch_size)
     if result.outcome is not Outcome.OK:
         raise outcome_failure(result.outcome, result.message)
-    request.app[METRICS_KEY].queue_wait.observe(result.queue_ms / 1000.0)
+    request.app[METRICS_KEY].observe_queue_wait(model.name, result.queue_ms / 1000.0)
     headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
     headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
     return web.Response(body=result.body, content_type="application/json", headers=headers)
@@ -143,6 +259,8 @@ async def _read_call(request: web.Request, config: ServerConfig, parse: Parser) 
         body = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:  # chunked body over the limit
         raise _too_large(config) from exc
+    if len(body) > config.max_body_bytes:  # aiohttp lets a chunked body of limit + 1 through
+        raise _too_large(config)
     if len(body) <= _INLINE_PARSE_BYTES:
         return parse(body, request.content_type, config)
     loop = asyncio.get_running_loop()

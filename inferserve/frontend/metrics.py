@@ -1,8 +1,13 @@
-"""Prometheus metrics for one server (its own registry: no global state)."""
+"""Prometheus metrics for one server (its own registry: no global state).
+
+Series about a model's work carry a ``model`` label (its served name):
+requests and their latency, queue wait, batches, queue depth, workers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,83 +21,123 @@ _TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 3276
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+@dataclass
+class _ModelSeries:
+    """One model's children of the labelled metrics: labels() validates and
+    locks on every call, so each is looked up once."""
+
+    queue_wait: Any
+    compute: Any
+    batch_size: Any
+    padded_tokens: Any
+    items_computed: Any
+    restarts: Any
+    retries: Any
+    answers: dict[int, Any] = field(default_factory=dict)
+
+
 class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "inferserve_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r
+            "inferserve_requests", "HTTP requests answered, by route, status and model",
+            ["route", "status", "model"], registry=r
         )
         self.request_latency = Histogram(
-            "inferserve_request_duration_seconds", "Time from request to response, by route",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "inferserve_request_duration_seconds", "Time from request to response, by route and model",
+            ["route", "model"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.queue_wait = Histogram(
             "inferserve_queue_wait_seconds", "Time a request waited in the worker before its first batch ran",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.compute = Histogram(
-            "inferserve_batch_compute_seconds", "Model time of one batch", buckets=_LATENCY_BUCKETS, registry=r,
+            "inferserve_batch_compute_seconds", "Model time of one batch", ["model"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.batch_size = Histogram(
-            "inferserve_batch_size", "Inputs per model batch", buckets=_BATCH_BUCKETS, registry=r,
+            "inferserve_batch_size", "Inputs per model batch", ["model"], buckets=_BATCH_BUCKETS, registry=r,
         )
         self.padded_tokens = Histogram(
             "inferserve_batch_padded_tokens", "Padded tokens (inputs x longest) per model batch",
-            buckets=_TOKEN_BUCKETS, registry=r,
+            ["model"], buckets=_TOKEN_BUCKETS, registry=r,
         )
         self.items_computed = Counter(
-            "inferserve_items_computed", "Inputs that went through the model", registry=r,
+            "inferserve_items_computed", "Inputs that went through the model", ["model"], registry=r,
         )
         self.worker_restarts = Counter(
-            "inferserve_worker_restarts", "Worker processes restarted after dying", registry=r,
+            "inferserve_worker_restarts", "Worker processes restarted after dying", ["model"], registry=r,
         )
         self.worker_answers = Counter(
-            "inferserve_worker_answers", "Requests answered, by worker index", ["worker"], registry=r,
+            "inferserve_worker_answers", "Requests answered, by model and worker index", ["model", "worker"], registry=r,
         )
         self.retries = Counter(
-            "inferserve_request_retries", "Requests retried on another worker after theirs died", registry=r,
+            "inferserve_request_retries", "Requests retried on another worker after theirs died", ["model"],
+            registry=r,
         )
         self.in_flight = Gauge(
             "inferserve_in_flight_requests", "HTTP requests being handled now", registry=r,
         )
         self.queue_depth = Gauge(
-            "inferserve_queue_depth", "Requests sent to the worker and not answered yet", registry=r,
+            "inferserve_queue_depth", "Requests sent to the model's workers and not answered yet", ["model"],
+            registry=r,
         )
         self.worker_up = Gauge(
-            "inferserve_worker_up", "1 while the worker has the model loaded and accepts work", registry=r,
+            "inferserve_worker_up", "1 while a worker has the model loaded and accepts work", ["model"],
+            registry=r,
         )
 
         # labels() validates and locks on every call; the children are few
-        # (routes x statuses), so each is looked up once.
-        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self._answer_children: dict[int, Any] = {}
+        # (routes x statuses x models), so each is looked up once.
+        self._request_children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+        self._models: dict[str, _ModelSeries] = {}
 
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        children = self._request_children.get((route, status))
+    def observe_request(self, route: str, status: int, seconds: float, model: str = "") -> None:
+        """``model``: the model that answered ("" for routes of no model)."""
+        children = self._request_children.get((route, status, model))
         if children is None:
-            children = (self.requests.labels(route=route, status=str(status)),
-                        self.request_latency.labels(route=route))
-            self._request_children[(route, status)] = children
+            children = (self.requests.labels(route=route, status=str(status), model=model),
+                        self.request_latency.labels(route=route, model=model))
+            self._request_children[(route, status, model)] = children
         children[0].inc()
         children[1].observe(seconds)
 
-    def track_backend(self, queue_depth: Callable[[], float], worker_up: Callable[[], float]) -> None:
-        """Read these gauges from the backend at scrape time."""
-        self.queue_depth.set_function(queue_depth)
-        self.worker_up.set_function(worker_up)
+    def track_model(self, model: str, queue_depth: Callable[[], float], worker_up: Callable[[], float]) -> None:
+        """A model's series (at 0 until it works); its gauges read its backend at scrape time."""
+        self.queue_depth.labels(model=model).set_function(queue_depth)
+        self.worker_up.labels(model=model).set_function(worker_up)
+        self._models[model] = _ModelSeries(
+            queue_wait=self.queue_wait.labels(model=model),
+            compute=self.compute.labels(model=model),
+            batch_size=self.batch_size.labels(model=model),
+            padded_tokens=self.padded_tokens.labels(model=model),
+            items_computed=self.items_computed.labels(model=model),
+            restarts=self.worker_restarts.labels(model=model),
+            retries=self.retries.labels(model=model),
+        )
 
-    def observe_answer(self, worker: int) -> None:
-        child = self._answer_children.get(worker)
+    def observe_queue_wait(self, model: str, seconds: float) -> None:
+        self._models[model].queue_wait.observe(seconds)
+
+    def observe_answer(self, worker: int, model: str) -> None:
+        series = self._models[model]
+        child = series.answers.get(worker)
         if child is None:
-            child = self._answer_children[worker] = self.worker_answers.labels(worker=str(worker))
+            child = series.answers[worker] = self.worker_answers.labels(model=model, worker=str(worker))
         child.inc()
 
-    def observe_batch(self, report: BatchReport) -> None:
-        self.batch_size.observe(report.size)
-        self.padded_tokens.observe(report.padded_tokens)
-        self.items_computed.inc(report.size)
-        self.compute.observe(report.compute_ms / 1000.0)
+    def observe_batch(self, report: BatchReport, model: str) -> None:
+        series = self._models[model]
+        series.batch_size.observe(report.size)
+        series.padded_tokens.observe(report.padded_tokens)
+        series.items_computed.inc(report.size)
+        series.compute.observe(report.compute_ms / 1000.0)
+
+    def observe_restart(self, model: str) -> None:
+        self._models[model].restarts.inc()
+
+    def observe_retry(self, model: str) -> None:
+        self._models[model].retries.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .responses import error_response
+from .models import MODEL_LABEL
+from .responses import error_factory_for
 from .state import CONFIG_KEY, METRICS_KEY
 
 log = logging.getLogger("inferserve")
@@ -22,7 +23,7 @@ PUBLIC_PATHS = frozenset({"/health", "/ready"})
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every answered request by route and status, and time it."""
+    """Count every answered request by route, status and model, and time it."""
     metrics = request.app[METRICS_KEY]
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
@@ -41,7 +42,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         metrics.in_flight.dec()
-        metrics.observe_request(route, status, time.monotonic() - started)
+        metrics.observe_request(route, status, time.monotonic() - started, request.get(MODEL_LABEL, ""))
 
 
 @web.middleware
@@ -54,13 +55,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         kind = exc.reason.lower().replace(" ", "_")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, kind, exc.reason, headers=headers)
+        return error_factory_for(request.path)(exc.status, kind, exc.reason, headers)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - our bug: log it, answer 500
         log.exception("unhandled error on %s %s", request.method, request.path)
         message = f"{type(exc).__name__}: {exc}" if request.app[CONFIG_KEY].debug else "internal error"
-        return error_response(500, "internal_error", message)
+        return error_factory_for(request.path)(500, "internal_error", message, None)
 
 
 def api_key_guard(api_key: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
@@ -71,7 +72,7 @@ def api_key_guard(api_key: str) -> Callable[[web.Request, Handler], Awaitable[we
         if request.path not in PUBLIC_PATHS:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):  # constant-time
-                return error_response(
+                return error_factory_for(request.path)(
                     401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"}
                 )
         return await handler(request)

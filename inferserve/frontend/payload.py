@@ -17,6 +17,7 @@ import orjson
 from ..common.config import ServerConfig
 from ..ipc import Call, EmbedOptions, RequestKind
 from .errors import PayloadError
+from .schemas import validate
 
 # Content types whose body is taken verbatim as one text input. curl -d sends
 # application/x-www-form-urlencoded; the classic Starlette example read the
@@ -39,7 +40,9 @@ def parse_pipeline(body: bytes, content_type: str, config: ServerConfig) -> Call
     if is_json(content_type):
         return _parse_json(body, config.max_inputs)
     if content_type in TEXT_CONTENT_TYPES:
-        return Call(RequestKind.PIPELINE, (_decode_text(body),), single=True)
+        text = _decode_text(body)
+        validate(text, "TextBody", 400)
+        return Call(RequestKind.PIPELINE, (text,), single=True)
     raise PayloadError(
         415,
         "unsupported_media_type",
@@ -83,6 +86,7 @@ def _parse_json(body: bytes, max_inputs: int) -> Call:
     if stream and not (single and isinstance(inputs[0], str)):
         raise PayloadError(400, "invalid_request", 'streaming takes one string in "inputs"')
     kind = RequestKind.STREAM if stream else RequestKind.PIPELINE
+    validate(document, "PipelineRequest", 400)  # the document's word (schemas.py): last, after the messages above
     return Call(kind, inputs, parameters, single)
 
 
@@ -103,19 +107,6 @@ def _inputs(raw: Any, field: str, max_inputs: int, check: Any) -> tuple[tuple[An
 def _require_json(content_type: str) -> None:
     if not is_json(content_type):
         raise PayloadError(415, "unsupported_media_type", "send application/json")
-
-
-def parse_embed(body: bytes, content_type: str, config: ServerConfig) -> Call:
-    """``POST /embed``: {"inputs": str | [str], "normalize": bool} (TEI's shape)."""
-    _require_json(content_type)
-    document = _json_object(body, '{"inputs": ...}')
-    if "inputs" not in document:
-        raise PayloadError(400, "missing_inputs", 'the JSON object has no "inputs" field')
-    inputs, _ = _inputs(document["inputs"], "inputs", config.max_inputs, _check_text)
-    normalize = document.get("normalize")
-    if normalize is not None and not isinstance(normalize, bool):
-        raise PayloadError(400, "invalid_parameters", '"normalize" must be true or false')
-    return Call(RequestKind.EMBED, inputs, embed=EmbedOptions(normalize=normalize, response="tei"))
 
 
 def parse_openai_embeddings(body: bytes, content_type: str, config: ServerConfig) -> Call:
@@ -143,6 +134,7 @@ def parse_openai_embeddings(body: bytes, content_type: str, config: ServerConfig
         encoding_format=encoding_format,
         model_name=model or config.served_model_name,
     )
+    validate(document, "OpenAICompatRequest", 400)
     return Call(RequestKind.EMBED, inputs, embed=options)
 
 

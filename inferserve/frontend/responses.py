@@ -72,5 +72,65 @@ def openai_error(status: int, kind: str, message: str, headers: dict[str, str] |
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
+def tei_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """text-embeddings-inference's error shape, for its routes (/embed,
+    /embed_all, /tokenize, /decode, /rerank, /predict): ``{"error": message,
+    "error_type": Unhealthy|Backend|Overloaded|Validation|Tokenizer|Empty}``,
+    with TEI's statuses where ours differ: a model that does not serve the
+    route (TEI: "not an embedding model") and a failed inference are 424
+    Backend. 503 stays ours (not ready, draining, overloaded), as does 504."""
+    if kind in ("not_supported", "internal_error"):
+        status, error_type = 424, "Backend"
+    elif status == 503:
+        error_type = "Overloaded" if "overloaded" in message else "Unhealthy"
+    elif status == 429:
+        error_type = "Overloaded"
+    elif status >= 500:
+        error_type = "Backend"
+    elif kind == "empty_input":
+        error_type = "Empty"
+    elif kind == "tokenizer":
+        error_type = "Tokenizer"
+    else:
+        error_type = "Validation"
+    body = orjson.dumps({"error": message, "error_type": error_type})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def cohere_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """Cohere's error shape, ``{"message": ...}``, for /v1/rerank and /v2/rerank:
+    what Cohere's API answers (its SDKs raise ApiError carrying this body) and
+    what rerank clients print; Jina's clients only read the status."""
+    body = orjson.dumps({"message": message})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
 def failure_response(failure: Failure, error: ErrorFactory, headers: dict[str, str]) -> web.Response:
     return error(failure.status, failure.kind, failure.message, {**headers, **failure.headers})
+
+
+# The error shape of each API family, by the last part of a route's path (a
+# /models/{name} prefix keeps its route's family): for the errors raised
+# before a handler runs (401, 404, 405) or by our own bugs (500).
+_FAMILIES: tuple[tuple[str, ErrorFactory], ...] = (
+    ("/v1/embeddings", openai_error),
+    ("/v1/models", openai_error),
+    ("/v1/rerank", cohere_error),
+    ("/v2/rerank", cohere_error),
+    ("/embed", tei_error),
+    ("/embed_all", tei_error),
+    ("/tokenize", tei_error),
+    ("/decode", tei_error),
+    ("/rerank", tei_error),
+    ("/predict", tei_error),
+)
+
+
+def error_factory_for(path: str) -> ErrorFactory:
+    """The error shape the API family of ``path`` uses; ours otherwise."""
+    for suffix, factory in _FAMILIES:
+        if path.endswith(suffix):
+            return factory
+    if path.startswith("/v1/models/"):
+        return openai_error
+    return error_response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
@@ -10,6 +11,8 @@ from aiohttp import web
 from ..ipc import InferResult, Outcome, StreamChunk
 from .errors import DeadlineExceeded, WorkerUnavailable
 from .responses import ErrorFactory, Failure, exception_failure, failure_response, outcome_failure
+
+log = logging.getLogger("inferserve")
 
 
 async def stream_events(
@@ -44,6 +47,12 @@ async def stream_events(
             await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
     except (WorkerUnavailable, DeadlineExceeded) as exc:
         failure = exception_failure(exc)
+    except Exception:
+        if response is None:
+            raise  # nothing sent yet: the error middleware answers 500
+        # The 200 and some tokens are out: a second response cannot follow.
+        log.exception("stream failed after its first token")
+        failure = Failure(500, "internal_error", "internal error")
     if failure is not None:
         if response is None:
             return failure_response(failure, error, headers)

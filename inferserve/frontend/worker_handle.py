@@ -56,8 +56,11 @@ class WorkerHandle:
         log_format: str = "text",
         on_batch: Callable[[BatchReport], None] | None = None,
         on_restart: Callable[[], None] | None = None,
+        model_name: str = "",
     ) -> None:
         self.index = index
+        # In logs: "worker 0", or "model NAME worker 0" when several models are served.
+        self.who = f"model {model_name} worker {index}" if model_name else f"worker {index}"
         self._spec = spec
         self._queued_items = 0  # inputs sent and not answered: the load measure
         self._policy = policy
@@ -211,7 +214,7 @@ class WorkerHandle:
             end.close()  # else our copies keep the pipes open after the child dies
         self._process = process
         self._channel = Channel(front_ends)
-        log.info("worker %d: process %d started (generation %d)", self.index, process.pid, generation)
+        log.info("%s: process %d started (generation %d)", self.who, process.pid, generation)
         self._reader = LoopReader(
             loop,
             self._channel,
@@ -244,11 +247,11 @@ class WorkerHandle:
             self._ready = not self._stopping
             self._backoff_s = _BACKOFF_FIRST_S
             log.info(
-                "worker %d ready: model %s, task %s, device %s, dtype %s (loaded in %.1fs)",
-                self.index, message.model, message.task, message.device, message.dtype, message.load_seconds,
+                "%s ready: model %s, task %s, device %s, dtype %s (loaded in %.1fs)",
+                self.who, message.model, message.task, message.device, message.dtype, message.load_seconds,
             )
         elif isinstance(message, WorkerFailed):
-            log.error("worker failed to load the model: %s", message.message)
+            log.error("%s failed to load the model: %s", self.who, message.message)
             if self._info is None and self.fatal is not None and not self.fatal.done():
                 self.fatal.set_result(message.message)
 
@@ -261,7 +264,7 @@ class WorkerHandle:
         if self._stopping or (self.fatal is not None and self.fatal.done()):
             return
         exitcode = self._process.exitcode if self._process is not None else None
-        log.warning("worker %d exited (code %s); restarting in %.1fs", self.index, exitcode, self._backoff_s)
+        log.warning("%s exited (code %s); restarting in %.1fs", self.who, exitcode, self._backoff_s)
         self._restart_task = asyncio.get_running_loop().create_task(self._restart(self._backoff_s))
         self._backoff_s = min(self._backoff_s * 2, _BACKOFF_MAX_S)
 

@@ -24,15 +24,19 @@ from .worker_handle import WorkerHandle
 log = logging.getLogger("inferserve")
 
 
-def worker_specs(spec: ModelSpec, workers: int, devices: tuple[str, ...] = ()) -> list[ModelSpec]:
+def worker_specs(
+    spec: ModelSpec, workers: int, devices: tuple[str, ...] = (), processes: int | None = None,
+) -> list[ModelSpec]:
     """One ModelSpec per worker: devices round-robin; on CPU the cores are
-    split between workers unless --num-threads says otherwise."""
+    split between the ``processes`` worker processes of every model (default:
+    these ``workers``) unless --num-threads says otherwise."""
+    sharing = processes if processes is not None else workers
     specs = []
     for index in range(workers):
         device = devices[index % len(devices)] if devices else spec.device
         threads = spec.num_threads
-        if threads is None and workers > 1 and not device.startswith("cuda"):
-            threads = max(1, (os.cpu_count() or 1) // workers)
+        if threads is None and sharing > 1 and not device.startswith("cuda"):
+            threads = max(1, (os.cpu_count() or 1) // sharing)
         specs.append(replace(spec, device=device, num_threads=threads))
     return specs
 
@@ -48,11 +52,12 @@ class WorkerPool:
         on_restart: Callable[[], None] | None = None,
         on_answer: Callable[[int], None] | None = None,
         on_retry: Callable[[], None] | None = None,
+        model_name: str = "",  # in the logs, when several models are served
     ) -> None:
         self._on_answer = on_answer  # called with the index of the worker that answered
         self._on_retry = on_retry
         self.workers = [
-            WorkerHandle(index, spec, policy, log_level, log_format, on_batch, on_restart)
+            WorkerHandle(index, spec, policy, log_level, log_format, on_batch, on_restart, model_name)
             for index, spec in enumerate(specs)
         ]
         # Resolved with a message if a worker cannot load the model on its
@@ -100,8 +105,7 @@ class WorkerPool:
             if time.monotonic() >= deadline:
                 raise
             died, worker = worker, self._least_loaded(exclude=(worker,))  # WorkerUnavailable if none
-            log.info("worker %d died with a request in flight: retrying it on worker %d",
-                     died.index, worker.index)
+            log.info("%s died with a request in flight: retrying it on worker %d", died.who, worker.index)
             if self._on_retry is not None:
                 self._on_retry()
             result = await worker.infer(call, deadline)

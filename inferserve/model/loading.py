@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.config import ModelSpec
+from ..ipc import PrecisionReport
 from .errors import ModelLoadError
 
 log = logging.getLogger("inferserve.worker")
@@ -35,6 +36,8 @@ class LoadedModel:
     task: str
     device: str
     dtype: str
+    precision: PrecisionReport
+    engine: str = "torch"
     steps: dict[str, float] = field(default_factory=dict)
 
 
@@ -56,12 +59,21 @@ def infer_task(model: str) -> str:
             f"cannot infer the task of {model!r} (no local config.json); pass --task"
         )
     with open(config_path, encoding="utf-8") as f:
-        architectures = json.load(f).get("architectures") or []
+        config = json.load(f)
+    architectures = config.get("architectures") or []
     for arch in architectures:
         for suffix, task in _ARCHITECTURE_TASKS:
             if arch.endswith(suffix):
-                return task
+                return "text-ranking" if task == "text-classification" and _num_labels(config) == 1 else task
     raise ModelLoadError(f"cannot infer the task from architectures {architectures}; pass --task")
+
+
+def _num_labels(config: dict[str, Any]) -> int:
+    """A config.json's label count (transformers' default 2 when it names none).
+    One label on a sequence classifier is a cross-encoder: task text-ranking."""
+    if isinstance(config.get("num_labels"), int):
+        return config["num_labels"]
+    return len(config.get("id2label") or {}) or 2
 
 
 def _served_by_us(task: str) -> bool:
@@ -80,6 +92,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     import torch
     import transformers
 
+    from .precision import Gate, choose_precision
     from .tasks.own_pipelines import build_own_pipeline
 
     steps["import"] = time.perf_counter() - started
@@ -97,24 +110,48 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 
     started = time.perf_counter()
     try:
-        dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
+        # Loaded in float32: the reference any reduced precision is checked against.
+        dtype = torch.float32
         if _served_by_us(task):
             pipe = build_own_pipeline(task, spec.model, device, dtype)
         else:
-            pipe = transformers.pipeline(task, model=spec.model, device=device, dtype=dtype)
+            # text-ranking (a cross-encoder) loads through the text-classification pipeline.
+            pipeline_task = "text-classification" if task == "text-ranking" else task
+            pipe = transformers.pipeline(pipeline_task, model=spec.model, device=device, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load {spec.model!r} for task {task!r}: {exc}") from exc
     steps["load"] = time.perf_counter() - started
     log.info("loaded %s (task %s) on %s in %.2fs", spec.model, task, device, steps["load"])
     if task == "feature-extraction" and drop_unused_pooler(pipe):
         log.info("feature-extraction: the model's pooler is not run (its output is never used)")
+    started = time.perf_counter()
+    gate = Gate(spec.min_cosine, spec.max_prob_diff)
+    precision = _use_engine(pipe, task, spec, threads, gate) if spec.engine != "torch" else None
+    engine = spec.engine if precision is not None else "torch"
+    if precision is None:
+        precision = choose_precision(pipe, task, device, spec.dtype, gate)
+    steps["precision"] = time.perf_counter() - started
+    log.info("precision %s (asked: %s) in %.2fs: %s", precision.dtype, spec.dtype, steps["precision"], precision.reason)
     return LoadedModel(
         pipeline=pipe,
         task=task,
         device=str(pipe.device),
         dtype=str(pipe.model.dtype).removeprefix("torch."),
+        precision=precision,
+        engine=engine,
         steps=steps,
     )
+
+
+def _use_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any) -> PrecisionReport | None:
+    """Put another engine's model in the pipeline if it agrees with torch's."""
+    from .engines import default_cache_dir, onnx_model
+    from .precision import verify_engine
+
+    if spec.dtype not in ("auto", "float32"):
+        raise ModelLoadError(f"--engine {spec.engine} runs float32; it cannot serve --dtype {spec.dtype}")
+    candidate = onnx_model(pipe, task, spec.model, spec.cache_dir or default_cache_dir(), threads)
+    return verify_engine(pipe, task, candidate, gate)
 
 
 def drop_unused_pooler(pipe: Any) -> bool:

@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -35,10 +35,20 @@ from ..ipc import (
 from .batching import Batch, Batcher, WorkItem, padded_tokens
 from .errors import InputRejected, ParametersRejected
 from .tasks import TaskSet
-from .tasks.base import classify_failure
+from .tasks.base import BatchTask, DirectTask, TaskPlan, classify_failure
 from .tracker import MAX_ERROR_MESSAGE, RequestState, RequestTracker
 
 log = logging.getLogger("inferserve.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    """A request planned by its task, waiting to be tokenized and queued."""
+
+    request: InferRequest
+    task: BatchTask
+    plan: TaskPlan
+    arrival: float
 
 
 class Worker:
@@ -68,8 +78,7 @@ class Worker:
                 # Waits only while no batch is due: forever when idle, else
                 # until the open batch's deadline. When one is due, arrivals
                 # already in the pipe are still read first, to join it.
-                for message in self._channel.receive(timeout=self._batcher.due_in()):
-                    self._handle(message)
+                self._handle_all(self._channel.receive(timeout=self._batcher.due_in()))
                 if self._batcher.due_in() == 0.0:
                     self._run_batch(self._batcher.take())
         except (EOFError, BrokenPipeError):
@@ -88,12 +97,25 @@ class Worker:
 
     # ---- model thread: arrivals ---------------------------------------------
 
+    def _handle_all(self, messages: list[Any]) -> None:
+        """Handle what one read brought, in order; the requests among it are
+        tokenized together (one tokenizer call per task where it can),
+        before any cancel or stop that follows them."""
+        admitted: list[_Admission] = []
+        for message in messages:
+            if isinstance(message, InferRequest) and not self._stopping:
+                admission = self._plan(message)
+                if admission is not None:
+                    admitted.append(admission)
+                continue
+            self._queue(admitted)
+            admitted = []
+            self._handle(message)
+        self._queue(admitted)
+
     def _handle(self, message: Any) -> None:
-        if isinstance(message, InferRequest):
-            if self._stopping:  # the front-end sends nothing after StopWorker; never queue past it
-                self._reply_error(message.request_id, Outcome.INTERNAL, "the worker is stopping")
-            else:
-                self._admit(message)
+        if isinstance(message, InferRequest):  # only while stopping: never queue past StopWorker
+            self._reply_error(message.request_id, Outcome.INTERNAL, "the worker is stopping")
         elif isinstance(message, CancelRequest):
             if self._tracker.cancel(message.request_id):
                 self._batcher.discard(message.request_id)
@@ -103,25 +125,80 @@ class Worker:
             self._stopping = True
             self._batcher.close()
 
-    def _admit(self, request: InferRequest) -> None:
+    def _plan(self, request: InferRequest) -> _Admission | None:
+        """The request's task and plan; None once it has been answered
+        (a stream or tokenizer request, or refused parameters)."""
         call = request.call
         if call.kind is RequestKind.STREAM:
             self._start_stream(request)
-            return
+            return None
+        direct = self._tasks.direct.get(call.kind)
+        if direct is not None:
+            self._answer_at_once(request, direct)
+            return None
         task = self._tasks.batch.get(call.kind)
         if task is None:
             self._reply_error(request.request_id, Outcome.INVALID_INPUT, self._unserved(call.kind))
-            return
-        arrival = time.monotonic()
+            return None
         try:
             plan = task.plan(call)
-            prepared = []
-            for index, value in enumerate(call.inputs):
-                try:
-                    prepared.append(task.prepare(value, plan.options))
-                except InputRejected as exc:
-                    where = "" if call.single else f"inputs[{index}]: "
-                    raise InputRejected(f"{where}{exc}") from exc
+        except ParametersRejected as exc:
+            self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(exc))
+            return None
+        except Exception:  # noqa: BLE001 - one request's bug must not stop the worker
+            log.exception("request %d failed before batching", request.request_id)
+            self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
+            return None
+        return _Admission(request, task, plan, time.monotonic())
+
+    def _queue(self, admitted: list[_Admission]) -> None:
+        """Tokenize the admitted requests' inputs, task by task, and queue them."""
+        by_task: dict[int, list[_Admission]] = {}
+        for admission in admitted:
+            by_task.setdefault(id(admission.task), []).append(admission)
+        for group in by_task.values():
+            items = [(value, a.plan.options) for a in group for value in a.request.call.inputs]
+            results = iter(group[0].task.prepare_all(items))
+            for admission in group:
+                prepared = [next(results) for _ in admission.request.call.inputs]
+                self._enqueue(admission, prepared)
+
+    def _enqueue(self, admission: _Admission, prepared: list[Any]) -> None:
+        request, call = admission.request, admission.request.call
+        for index, item in enumerate(prepared):
+            if isinstance(item, InputRejected):
+                where = "" if call.single else f"inputs[{index}]: "
+                self._reply_error(request.request_id, Outcome.INVALID_INPUT, f"{where}{item}")
+                return
+            if isinstance(item, ParametersRejected):
+                self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(item))
+                return
+            if isinstance(item, Exception):
+                log.error("request %d failed before batching", request.request_id, exc_info=item)
+                self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
+                return
+        group = (call.kind, admission.plan.group)  # only requests computed the same way share a batch
+        self._tracker.add(request, admission.task, admission.plan.options, admission.arrival,
+                          tokens=sum(item.tokens for item in prepared))
+        for index, item in enumerate(prepared):
+            self._batcher.put(
+                WorkItem(
+                    request_id=request.request_id,
+                    index=index,
+                    group=group,
+                    arrival=admission.arrival,
+                    deadline=request.deadline,
+                    tokens=item.tokens,
+                    payload=item,
+                )
+            )
+
+    def _answer_at_once(self, request: InferRequest, task: DirectTask) -> None:
+        """Tokenizer work (/tokenize, /decode): answered as it is read, between
+        batches, without joining one."""
+        started = time.monotonic()
+        try:
+            body = task.answer(request.call)
         except ParametersRejected as exc:
             self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(exc))
             return
@@ -129,26 +206,14 @@ class Worker:
             self._reply_error(request.request_id, Outcome.INVALID_INPUT, str(exc))
             return
         except Exception:  # noqa: BLE001 - one request's bug must not stop the worker
-            log.exception("request %d failed before batching", request.request_id)
+            log.exception("request %d failed", request.request_id)
             self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
             return
-        group = (call.kind, plan.group)  # only requests computed the same way share a batch
-        self._tracker.add(request, task, plan.options, arrival, tokens=sum(item.tokens for item in prepared))
-        for index, item in enumerate(prepared):
-            self._batcher.put(
-                WorkItem(
-                    request_id=request.request_id,
-                    index=index,
-                    group=group,
-                    arrival=arrival,
-                    deadline=request.deadline,
-                    tokens=item.tokens,
-                    payload=item,
-                )
-            )
+        compute_ms = (time.monotonic() - started) * 1000.0
+        self._channel.send(InferResult(request.request_id, Outcome.OK, body=body, batch_size=1, compute_ms=compute_ms))
 
     def _unserved(self, kind: RequestKind) -> str:
-        if kind is RequestKind.EMBED:
+        if kind in (RequestKind.EMBED, RequestKind.EMBED_ALL):
             return f"this model ({self._tasks.name}) does not produce sentence embeddings"
         return f"this model ({self._tasks.name}) does not serve {kind.value} requests"
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...ipc import FromWorker, RequestKind
-from .base import BatchTask, StreamTask
+from .base import BatchTask, DirectTask, StreamTask
 
 log = logging.getLogger("inferserve.worker")
 
@@ -21,7 +21,14 @@ class TaskSet:
     name: str  # the model's task, for messages
     batch: dict[RequestKind, BatchTask] = field(default_factory=dict)
     stream: StreamTask | None = None
+    # Answered as read, without a batch: /tokenize and /decode.
+    direct: dict[RequestKind, DirectTask] = field(default_factory=dict)
     embedding_dimension: int | None = None
+    # For /info (TEI's fields), sent in WorkerReady.
+    max_input_length: int | None = None
+    pooling: str | None = None
+    id2label: dict[int, str] | None = None
+    sentence_transformers: bool = False
 
     def warmup(self) -> None:
         for task in self.batch.values():
@@ -34,16 +41,40 @@ def build_tasks(
     """The tasks of a loaded pipeline: the pipeline's own, and what its task adds."""
     from .pipeline import PipelineTask
 
-    pipeline = PipelineTask(pipe, task, truncate=truncate)
-    tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline})
+    # A cross-encoder (text-ranking) runs through the text-classification pipeline.
+    pipeline = PipelineTask(pipe, "text-classification" if task == "text-ranking" else task, truncate=truncate)
+    tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline}, max_input_length=pipeline.max_tokens)
+    prompts: dict[str, str] = {}
     if task == "feature-extraction":
-        from .embeddings import SentenceEmbeddingTask
+        from .embeddings import TEI_POOLING_NAMES, SentenceEmbeddingTask
+        from .token_embeddings import TokenEmbeddingTask
 
         embedder = SentenceEmbeddingTask(pipe, model_dir, truncate=truncate)
         log.info("sentence embeddings: %s pooling, normalize=%s, max %d tokens",
                  embedder.config.mode, embedder.config.normalize, embedder.max_tokens)
         tasks.batch[RequestKind.EMBED] = embedder
+        tasks.batch[RequestKind.EMBED_ALL] = TokenEmbeddingTask(embedder)
         tasks.embedding_dimension = embedder.dimension
+        tasks.max_input_length = embedder.max_tokens
+        tasks.pooling = TEI_POOLING_NAMES[embedder.config.mode]
+        tasks.sentence_transformers = embedder.sentence_transformers
+        prompts = embedder.prompts
+    if task in ("text-classification", "text-ranking"):  # /info: TEI's classifier / reranker
+        labels = getattr(pipe.model.config, "id2label", None) or {}
+        tasks.id2label = {int(i): str(label) for i, label in labels.items()}
+    if getattr(pipe, "tokenizer", None) is not None:
+        from .tokenization import TokenizerTask
+
+        tokenizer = TokenizerTask(pipe.tokenizer, prompts)
+        tasks.direct = {RequestKind.TOKENIZE: tokenizer, RequestKind.DECODE: tokenizer}
+    if task in ("text-classification", "text-ranking"):
+        from .predict import PredictTask
+
+        tasks.batch[RequestKind.PREDICT] = PredictTask(pipe, truncate=truncate)
+    if task == "text-ranking":
+        from .rerank import RerankTask
+
+        tasks.batch[RequestKind.RERANK] = RerankTask(pipe, truncate=truncate)
     if task == "text-generation":
         from .streaming import StreamingTask
 

@@ -4,8 +4,9 @@ A batch task turns a ``Call`` into a plan (its validated options and the
 key of the batches it may share), prepares each input as it arrives (on
 the model thread, between batches), runs a batch of prepared inputs, and
 encodes a finished request's outputs as the JSON body the front-end
-writes. A stream task answers a call token by token on its own thread.
-The serve loop only ever talks to these two protocols.
+writes. A stream task answers a call token by token on its own thread. A
+direct task (tokenizer work) answers a call at once, as it is read. The
+serve loop only ever talks to these three protocols.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class BatchTask(Protocol):
     def prepare(self, value: Any, options: Any) -> Prepared:
         """Tokenize one input (``InputRejected``)."""
 
+    def prepare_all(self, items: list[tuple[Any, Any]]) -> list[Prepared | Exception]:
+        """Tokenize every (input, options) read in one wake-up, in as few
+        tokenizer calls as the task can: one item's failure is its own."""
+
     def run(self, batch: list[Prepared], options: Any) -> list[Any]:
         """One output per item, or the exception that item raised alone."""
 
@@ -52,6 +57,25 @@ class BatchTask(Protocol):
 
     def warmup(self) -> None:
         """Run a dummy batch so the first client does not pay for lazy init."""
+
+
+class PreparesOneByOne:
+    """``prepare_all`` for a task whose inputs are prepared one at a time."""
+
+    def prepare_all(self, items: list[tuple[Any, Any]]) -> list[Prepared | Exception]:
+        results: list[Prepared | Exception] = []
+        for value, options in items:
+            try:
+                results.append(self.prepare(value, options))  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - the loop answers it
+                results.append(exc)
+        return results
+
+
+class DirectTask(Protocol):
+    def answer(self, call: Call) -> bytes:
+        """The JSON body, computed as the request is read: no batch, no model
+        (tokenizer work; ``InputRejected``, ``ParametersRejected``)."""
 
 
 class StreamTask(Protocol):

@@ -7,6 +7,9 @@ mean-sqrt-len) and optionally a Normalize module; ``sentence_bert_config.json``
 gives ``max_seq_length``. Pooling runs on the device, over the attention
 mask, in one batched tensor operation. A plain transformers model (no
 ``modules.json``) gets mean pooling and no normalisation.
+``config_sentence_transformers.json`` may name ``prompts`` (``prompt_name``
+puts one in front of each input); TEI's ``/embed_all`` gets every token's
+vector from the same forward pass, unpooled (``token_embeddings``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ from ...ipc import Call, EmbedOptions
 from ..errors import InputRejected, ParametersRejected
 from ..tokens import token_limit
 from .base import Prepared, TaskPlan, run_isolated
+from .tokenization import TRUNCATION_DIRECTIONS, encode_input, prompt_text, read_prompts
 
 _POOLING_MODES = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens")
+# How TEI's /info names each pooling mode.
+TEI_POOLING_NAMES = {"cls_token": "cls", "max_tokens": "max", "mean_sqrt_len_tokens": "mean_sqrt_len",
+                     "mean_tokens": "mean"}
 
 
 @dataclass(frozen=True)
@@ -73,31 +80,65 @@ class SentenceEmbeddingTask:
         self.max_tokens = token_limit(self._tokenizer, self._model.config, self.config.max_seq_length)
         self.dimension = int(self._model.config.hidden_size)
         self._vocab_size = int(self._model.config.vocab_size)
+        self.prompts = read_prompts(model_dir) if os.path.isdir(model_dir) else {}
+        self.sentence_transformers = os.path.isfile(os.path.join(model_dir, "modules.json"))
 
     def plan(self, call: Call) -> TaskPlan:
+        # Options that change how an input is tokenized (truncate, direction,
+        # prompt) act in prepare, per input; only those that change the pooled
+        # output (normalize, dimensions) keep requests out of each other's batches.
         options = call.embed or EmbedOptions()
         if options.dimensions is not None and not 1 <= options.dimensions <= self.dimension:
             raise ParametersRejected(f"dimensions must be between 1 and {self.dimension}")
-        return TaskPlan(options, (options.normalize, options.dimensions))
+        if options.truncation_direction not in TRUNCATION_DIRECTIONS:
+            raise ParametersRejected(f"truncation_direction must be one of {', '.join(TRUNCATION_DIRECTIONS)}")
+        prompt_text(self.prompts, options.prompt_name)  # an unknown name is refused here
+        normalize = self.config.normalize if options.normalize is None else options.normalize
+        return TaskPlan(options, (normalize, options.dimensions))
 
     def prepare(self, value: Any, options: EmbedOptions | None = None) -> Prepared:
         """Text, or a list of token ids (taken as already tokenized)."""
-        if isinstance(value, str):
-            ids = self._tokenizer(value, truncation=False)["input_ids"]
-        elif isinstance(value, list) and value and all(isinstance(i, int) for i in value):
-            if not all(0 <= i < self._vocab_size for i in value):
-                raise InputRejected(f"token ids must be in [0, {self._vocab_size})")
-            ids = list(value)
-        else:
-            raise InputRejected("each input must be a non-empty string or a list of token ids")
-        if self.max_tokens is not None and len(ids) > self.max_tokens:
-            if not self._truncate:
-                raise InputRejected(f"input is {len(ids)} tokens long; the model takes at most {self.max_tokens}")
-            if isinstance(value, str):
-                ids = self._tokenizer(value, truncation=True, max_length=self.max_tokens)["input_ids"]
-            else:
-                ids = ids[: self.max_tokens]
+        options = options or EmbedOptions()
+        ids = encode_input(
+            self._tokenizer,
+            value,
+            self.max_tokens,
+            self._truncate if options.truncate is None else options.truncate,
+            options.truncation_direction,
+            prompt_text(self.prompts, options.prompt_name),
+            vocabulary=self._vocab_size,
+        )
         return Prepared(value=value, features=ids, tokens=len(ids))
+
+    def prepare_all(self, items: list[tuple[Any, EmbedOptions]]) -> list[Prepared | Exception]:
+        """Texts truncated on the right (the usual case) in one fast-tokenizer
+        call per (truncate, prompt); the rest one by one, as ``prepare``."""
+        results: list[Prepared | Exception | None] = [None] * len(items)
+        together: dict[tuple[bool, str | None], list[int]] = {}
+        for index, (value, options) in enumerate(items):
+            if isinstance(value, str) and options.truncation_direction == "right":
+                try:
+                    prompt = prompt_text(self.prompts, options.prompt_name)
+                except ParametersRejected as exc:
+                    results[index] = exc
+                    continue
+                truncate = self._truncate if options.truncate is None else options.truncate
+                together.setdefault((truncate, prompt), []).append(index)
+            else:
+                try:
+                    results[index] = self.prepare(value, options)
+                except Exception as exc:  # noqa: BLE001 - the loop answers it
+                    results[index] = exc
+        for (truncate, prompt), indices in together.items():
+            texts = [(prompt or "") + items[i][0] for i in indices]
+            encoded = self._tokenizer(texts, truncation=truncate and self.max_tokens is not None,
+                                      max_length=self.max_tokens if truncate else None)["input_ids"]
+            for i, ids in zip(indices, encoded):
+                if not truncate and self.max_tokens is not None and len(ids) > self.max_tokens:
+                    results[i] = InputRejected(f"input is {len(ids)} tokens long; the model takes at most {self.max_tokens}")
+                else:
+                    results[i] = Prepared(value=items[i][0], features=ids, tokens=len(ids))
+        return results  # type: ignore[return-value]
 
     def run(self, batch: list[Prepared], options: EmbedOptions) -> list[Any]:
         return run_isolated(batch, lambda part: self._embed(part, options.normalize, options.dimensions))
@@ -111,7 +152,24 @@ class SentenceEmbeddingTask:
         self._embed([self.prepare("hello world")] * 2, None, None)
 
     @torch.inference_mode()
+    def token_vectors(self, batch: list[Prepared]) -> list[np.ndarray]:
+        """``/embed_all``: each item's last hidden state, one vector per token (no padding)."""
+        hidden, _ = self._hidden(batch)
+        rows = hidden.cpu().numpy()
+        return [np.ascontiguousarray(rows[row, : item.tokens]) for row, item in enumerate(batch)]
+
+    @torch.inference_mode()
     def _embed(self, batch: list[Prepared], normalize: bool | None, dimensions: int | None) -> list[np.ndarray]:
+        hidden, mask = self._hidden(batch)
+        pooled = self._pool(hidden, mask)
+        if dimensions is not None:
+            pooled = pooled[:, :dimensions]
+        if self.config.normalize if normalize is None else normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return list(pooled.float().cpu().numpy())
+
+    def _hidden(self, batch: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's last hidden state for a right-padded batch, and its attention mask."""
         longest = max(item.tokens for item in batch)
         input_ids = torch.full((len(batch), longest), self._tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -119,13 +177,9 @@ class SentenceEmbeddingTask:
             input_ids[row, : item.tokens] = torch.tensor(item.features, dtype=torch.long)
             mask[row, : item.tokens] = 1
         input_ids, mask = input_ids.to(self._device), mask.to(self._device)
-        hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        pooled = self._pool(hidden, mask)
-        if dimensions is not None:
-            pooled = pooled[:, :dimensions]
-        if self.config.normalize if normalize is None else normalize:
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return list(pooled.float().cpu().numpy())
+        # Pooled in float32 whatever the model's precision (exact means, norms).
+        hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+        return hidden, mask
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mode = self.config.mode

@@ -26,8 +26,9 @@ from transformers.pipelines.base import pad_collate_fn
 from ...ipc import Call
 from ..errors import InputRejected, ParametersRejected
 from ..tokens import token_limit
-from .base import Prepared, TaskPlan, run_isolated
+from .base import Prepared, PreparesOneByOne, TaskPlan, run_isolated
 from .own_base import OwnPipeline
+from .parameters import accepted_parameters, check_parameters
 
 # Tasks whose pipeline is a plain preprocess -> forward -> postprocess chain
 # over a tokenizer, which we batch stage by stage.
@@ -50,7 +51,7 @@ class PipelineParams:
     postprocess: dict[str, Any]
 
 
-class PipelineTask:
+class PipelineTask(PreparesOneByOne):
     """``POST /``: what ``pipeline(inputs, **parameters)`` returns, batched."""
 
     def __init__(self, pipe: Any, task: str, truncate: bool = True) -> None:
@@ -68,6 +69,7 @@ class PipelineTask:
             else None
         )
         self.max_tokens = token_limit(tokenizer, self._pipe.model.config)
+        self._accepted = accepted_parameters(pipe)
 
     # ---- per request, as it arrives ----------------------------------------
 
@@ -77,6 +79,8 @@ class PipelineTask:
         return TaskPlan(params, orjson.dumps(call.params, option=orjson.OPT_SORT_KEYS))
 
     def parse_params(self, params: dict[str, Any]) -> PipelineParams:
+        # Strict: a name the pipeline does not take is a 422, not silently ignored.
+        check_parameters(params, self._accepted)
         try:
             pre, fwd, post = self._pipe._sanitize_parameters(**params)
         except (TypeError, ValueError, KeyError) as exc:
@@ -138,12 +142,12 @@ class PipelineTask:
 
     def _run_staged(self, batch: list[Prepared], params: PipelineParams) -> list[Any]:
         if len(batch) == 1:
-            outputs = self._pipe.forward(batch[0].features, **params.forward)
+            outputs = _in_float32(self._pipe.forward(batch[0].features, **params.forward))
             return [self._postprocess(outputs, params)]
         if self._collate is None:  # no pad token: one item at a time
             return [self._run_staged([item], params)[0] for item in batch]
         padded = max(item.tokens for item in batch)
-        outputs = self._pipe.forward(self._collate([i.features for i in batch]), **params.forward)
+        outputs = _in_float32(self._pipe.forward(self._collate([i.features for i in batch]), **params.forward))
         return [
             self._postprocess(self._unbatch(outputs, i, item.tokens, padded), params)
             for i, item in enumerate(batch)
@@ -242,6 +246,15 @@ def _rough_tokens(value: Any) -> int:
     # ahead: about four characters a token.
     text = value if isinstance(value, str) else str(value)
     return max(1, len(text) // 4)
+
+
+def _in_float32(outputs: Any) -> Any:
+    """A model output with its reduced-precision tensors in float32: numpy has
+    no bfloat16, and softmaxes and pooling are more exact in float32."""
+    for key, value in outputs.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float32:
+            outputs[key] = value.float()
+    return outputs
 
 
 def _to_jsonable(value: Any) -> Any:
