@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from bench.harness import HERE
+from bench.scenarios.rerank import render_markdown as render_rerank
 from bench.sidebyside import median_difference, summarize_blocks
 
 FILES = {"peers": "PEERS.md", "gpu": "RESULTS-gpu.md"}  # every other scenario: RESULTS.md
@@ -428,7 +429,8 @@ def render_precision(doc: dict) -> str:
 
 
 RENDERERS = {"throughput": throughput_body, "precision": render_precision, "latency": render_latency, "peers": render_peers,
-             "chaos": render_chaos, "cluster": render_cluster, "capacity": render_capacity, "gpu": render_gpu}
+             "chaos": render_chaos, "cluster": render_cluster, "capacity": render_capacity, "gpu": render_gpu,
+             "rerank": render_rerank}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -571,6 +571,7 @@ def test_api_key_guards_everything_but_the_probes() -> None:
             "/metrics": await fetch(client, "GET", "/metrics"),
             "/info": await fetch(client, "GET", "/info"),
             "/embed": await fetch(client, "POST", "/embed", **body, headers=JSON),
+            "/openapi.json": await fetch(client, "GET", "/openapi.json"),
         }
 
     replies = serve(app, scenario)
@@ -582,6 +583,7 @@ def test_api_key_guards_everything_but_the_probes() -> None:
         assert replies[name].headers["WWW-Authenticate"] == "Bearer"
     assert replies["right"].status == 200
     assert replies["/health"].status == 200 and replies["/ready"].status == 200
+    assert replies["/openapi.json"].status == 200  # documentation stays readable
     assert len(backend.seen) == 1  # only the request with the key reached the backend
 
 

@@ -15,6 +15,7 @@ operation of the document each server serves.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import subprocess
 import sys
@@ -215,29 +216,44 @@ def _integral_floats(value: Any) -> bool:
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
 def test_each_parser_accepts_exactly_what_its_schema_accepts(name: str) -> None:
-    """Bodies drawn from the document (valid ones and, in negative mode, invalid ones): the parser
-    accepts a body iff the reference jsonschema implementation finds it valid."""
+    """Bodies drawn from the document (valid ones and, in negative mode, invalid ones; JSON and, on
+    POST /, raw text): the parser accepts a body iff the reference jsonschema implementation finds it
+    valid."""
     import schemathesis
     from schemathesis.generation import GenerationMode
 
     route = ROUTE_OF[name]
     path, info = route if isinstance(route, tuple) else (route, SERVER_FOR[route])
-    operation = schemathesis.openapi.from_dict(openapi.build_document(make_app(info)))[path]["POST"]
-    reference = jsonschema.Draft202012Validator({"$ref": schemas.REF + name,
-                                                 "components": {"schemas": schemas.SCHEMAS}})
+    document = openapi.build_document(make_app(info))
+    content = document["paths"][path]["post"]["requestBody"]["content"]
+    assert _schema_name(content, "application/json") == name
+    reference = {media_type: jsonschema.Draft202012Validator({"$ref": schemas.REF + _schema_name(content, media_type),
+                                                              "components": {"schemas": schemas.SCHEMAS}})
+                 for media_type in content}
+    # A copy: schemathesis may annotate the schemas it is given, and these are schemas.SCHEMAS' own dicts.
+    operation = schemathesis.openapi.from_dict(copy.deepcopy(document))[path]["POST"]
     seen = {"valid": 0, "invalid": 0}
 
     def check(case: Any) -> None:
-        try:
-            body = orjson.dumps(case.body)
-        except (TypeError, orjson.JSONEncodeError):
-            assume(False)  # not JSON orjson writes (an int past 64 bits, no body at all)
-        document = orjson.loads(body)  # what the parser sees (NaN is null, ...)
-        assume(not _integral_floats(document))
-        valid = reference.is_valid(document)
+        media_type = case.media_type or "application/json"
+        if media_type == "text/plain":
+            assume(isinstance(case.body, str))
+            try:
+                body = case.body.encode()
+            except UnicodeEncodeError:
+                assume(False)  # a lone surrogate: no UTF-8 body carries it
+            value = case.body
+        else:
+            try:
+                body = orjson.dumps(case.body)
+            except (TypeError, orjson.JSONEncodeError):
+                assume(False)  # not JSON orjson writes (an int past 64 bits, no body at all)
+            value = orjson.loads(body)  # what the parser sees (NaN is null, ...)
+            assume(not _integral_floats(value))
+        valid = reference[media_type].is_valid(value)
         seen["valid" if valid else "invalid"] += 1
         try:
-            PARSERS[name](body, "application/json", CONFIG)
+            PARSERS[name](body, media_type, CONFIG)
         except PayloadError as exc:
             assert not valid, f"the parser refused a body its schema accepts ({exc.status} {exc.message}): {body!r}"
             assert 400 <= exc.status < 500
@@ -245,7 +261,7 @@ def test_each_parser_accepts_exactly_what_its_schema_accepts(name: str) -> None:
             assert valid, f"the parser accepted a body its schema refuses: {body!r}"
 
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-        run = given(case=operation.as_strategy(mode, media_type="application/json"))(check)
+        run = given(case=operation.as_strategy(mode))(check)
         settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                  database=None)(run)()
     assert seen["valid"] >= 10 and seen["invalid"] >= 10, seen

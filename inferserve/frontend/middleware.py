@@ -18,7 +18,7 @@ log = logging.getLogger("inferserve")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Routes that stay open without the API key: liveness/readiness probes.
-PUBLIC_PATHS = frozenset({"/health", "/ready"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs"})
 
 
 @web.middleware

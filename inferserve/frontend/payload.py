@@ -60,18 +60,26 @@ def _decode_text(body: bytes) -> str:
     return text
 
 
-def _json_object(body: bytes, example: str) -> dict[str, Any]:
+def json_object(body: bytes, example: str, not_an_object: int = 400) -> dict[str, Any]:
+    """The body's JSON object; 400 for malformed JSON, ``not_an_object`` (TEI
+    and Cohere say 422) for JSON that is not an object."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(400, "invalid_json", f"malformed JSON: {exc.msg}") from exc
     if not isinstance(document, dict):
-        raise PayloadError(400, "invalid_request", f"expected a JSON object like {example}")
+        raise PayloadError(not_an_object, "invalid_request", f"expected a JSON object like {example}")
     return document
 
 
+def json_request(body: bytes, content_type: str, example: str, not_an_object: int = 400) -> dict[str, Any]:
+    """``json_object`` of a body that must be sent as JSON (415 otherwise)."""
+    require_json(content_type)
+    return json_object(body, example, not_an_object)
+
+
 def _parse_json(body: bytes, max_inputs: int) -> Call:
-    document = _json_object(body, '{"inputs": ...}')
+    document = json_object(body, '{"inputs": ...}')
     if "inputs" not in document:
         raise PayloadError(400, "missing_inputs", 'the JSON object has no "inputs" field')
     parameters = document.get("parameters")
@@ -104,15 +112,15 @@ def _inputs(raw: Any, field: str, max_inputs: int, check: Any) -> tuple[tuple[An
     return (raw,), True
 
 
-def _require_json(content_type: str) -> None:
+def require_json(content_type: str) -> None:
     if not is_json(content_type):
         raise PayloadError(415, "unsupported_media_type", "send application/json")
 
 
 def parse_openai_embeddings(body: bytes, content_type: str, config: ServerConfig) -> Call:
     """``POST /v1/embeddings``: OpenAI's request (input: str, [str], [int] or [[int]])."""
-    _require_json(content_type)
-    document = _json_object(body, '{"input": ..., "model": ...}')
+    require_json(content_type)
+    document = json_object(body, '{"input": ..., "model": ...}')
     if "input" not in document:
         raise PayloadError(400, "missing_inputs", 'the JSON object has no "input" field')
     raw = document["input"]

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 
 from ..common.config import ServerConfig
 from ..ipc import Call, RequestKind, RerankOptions, WorkerReady
 from .errors import PayloadError
-from .payload import Parser, is_json
+from .payload import Parser, json_request
 from .schemas import validate
 
 # Which model tasks serve each of these kinds (the worker's build_tasks).
@@ -141,15 +140,7 @@ def _sequence(value: Any, where: str) -> Any:
 
 
 def _document(body: bytes, content_type: str, example: str) -> dict[str, Any]:
-    if not is_json(content_type):
-        raise PayloadError(415, "unsupported_media_type", "send application/json")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(400, "invalid_json", f"malformed JSON: {exc.msg}") from exc
-    if not isinstance(document, dict):
-        raise _unprocessable(f"expected a JSON object like {example}")
-    return document
+    return json_request(body, content_type, example, not_an_object=422)
 
 
 def _query(document: dict[str, Any]) -> str:

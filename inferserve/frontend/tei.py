@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 
 from .. import __version__
 from ..common.config import ServerConfig
 from ..ipc import Call, EmbedOptions, RequestKind, WorkerReady
 from .errors import PayloadError
-from .payload import TEXT_CONTENT_TYPES, is_json
+from .payload import TEXT_CONTENT_TYPES, json_request
 from .schemas import validate
 
 _MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
@@ -147,15 +146,7 @@ def _model_type(worker: WorkerReady | None) -> dict[str, Any] | None:
 
 
 def _document(body: bytes, content_type: str) -> dict[str, Any]:
-    if not is_json(content_type):
-        raise PayloadError(415, "unsupported_media_type", "send application/json")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(400, "invalid_json", f"malformed JSON: {exc.msg}") from exc
-    if not isinstance(document, dict):
-        raise PayloadError(422, "invalid_request", 'expected a JSON object like {"inputs": ...}')
-    return document
+    return json_request(body, content_type, '{"inputs": ...}', not_an_object=422)
 
 
 def _required(document: dict[str, Any], name: str) -> Any:
