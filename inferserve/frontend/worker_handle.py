@@ -1,6 +1,7 @@
 """The front-end's handle on one worker process: spawn, dispatch, restart.
 
-Lives in the front-end process and never imports torch. Pending requests
+Lives in the front-end process and never imports torch: the child is
+spawned by entry-point name (``common.launch``). Pending requests
 are ``asyncio.Future``s keyed by request id; the event loop reads results
 from the pipe itself (``LoopReader``) and resolves them. A worker that
 dies fails its in-flight requests at once (``WorkerDied``) and is restarted
