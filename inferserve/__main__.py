@@ -77,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="precision; auto: the fastest of float32 and what the device does well "
                             "(bfloat16 on CPUs with AVX512-BF16/AMX, float16/bfloat16 on CUDA), timed at start-up "
                             "and kept only if its outputs agree with float32's; float32 gives pipeline()'s outputs exactly")
-    model.add_argument("--engine", default="torch", choices=("torch", "onnx"),
-                       help="what runs the forward pass: torch (eager) or onnx (ONNX Runtime, float32, CPU; exported "
-                            "once and cached; kept only if it agrees with torch; pip install 'inferserve[onnx]')")
+    model.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
+                       help="what runs the forward pass: torch (eager), onnx (ONNX Runtime, float32, CPU; exported "
+                            "once and cached; kept only if it agrees with torch; pip install 'inferserve[onnx]'), or "
+                            "auto: onnx where it is installed, agrees and is faster on the CPU in float32, else torch")
     model.add_argument("--cache-dir", default=None,
                        help="where exported engines are cached; default: $INFERSERVE_CACHE_DIR or ~/.cache/inferserve")
     model.add_argument("--min-cosine", type=float, default=0.999,

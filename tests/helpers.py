@@ -123,6 +123,10 @@ class ServerProcess:
             # test asks for a precision (--dtype auto would pick bfloat16 where
             # it is faster and agrees, which is not bit for bit).
             command += ["--dtype", "float32"]
+        if "--engine" not in self.args:
+            # Likewise torch, whose outputs pipeline() gives (auto would pick
+            # ONNX Runtime where it is installed and faster, after an export).
+            command += ["--engine", "torch"]
         self._log = open(self.log_path, "wb")
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)

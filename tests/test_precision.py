@@ -203,3 +203,22 @@ def test_an_engine_that_disagrees_is_not_used(task_models) -> None:
 
     assert precision.verify_engine(pipe, "fill-mask", Garbled(), precision.Gate()) is None
     assert pipe.model is torch_model
+
+
+def test_engine_auto_takes_another_engine_only_when_it_is_faster(task_models) -> None:
+    pipe = _fill_mask_pipe(task_models["fill-mask"])
+    torch_model = pipe.model
+
+    class SameAnswers:  # another engine whose outputs agree with torch's exactly
+        def __call__(self, **features: Any) -> Any:
+            return torch_model(**features)
+
+    candidate = SameAnswers()
+
+    def timer(faster: Any) -> precision.Timer:
+        return lambda model, features: 5.0 if model is faster else 10.0
+
+    slower = precision.verify_engine(pipe, "fill-mask", candidate, precision.Gate(), True, timer(torch_model))
+    assert slower is None and pipe.model is torch_model
+    faster = precision.verify_engine(pipe, "fill-mask", candidate, precision.Gate(), True, timer(candidate))
+    assert faster is not None and pipe.model is candidate and faster.speedup == pytest.approx(2.0)

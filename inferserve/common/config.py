@@ -31,7 +31,10 @@ class ModelSpec:
     # The agreement gate a reduced precision must pass under auto.
     min_cosine: float = 0.999
     max_prob_diff: float = 0.01
-    engine: str = "torch"  # or "onnx" (ONNX Runtime, exported once and cached)
+    # torch, onnx (ONNX Runtime, exported once and cached), or auto (onnx where
+    # installed, verified and faster; the CLI's default). Programs building a
+    # ModelSpec themselves get torch unless they ask.
+    engine: str = "torch"
     cache_dir: str | None = None  # where exported engines are kept; None: ~/.cache/inferserve
     num_threads: int | None = None
     # Worker process priority (os.nice); 0 by default: docs/design.md#worker-niceness.

@@ -22,7 +22,7 @@ from .errors import ModelLoadError
 
 log = logging.getLogger("inferserve.worker")
 
-ENGINES = ("torch", "onnx")
+ENGINES = ("auto", "torch", "onnx")
 # Tasks whose whole forward pass is one call of the network (no generate loop).
 _ONNX_TASKS = frozenset({"feature-extraction", "fill-mask", "text-classification", "text-ranking",
                          "token-classification", "zero-shot-classification", "question-answering"})
@@ -30,6 +30,15 @@ _ONNX_TASKS = frozenset({"feature-extraction", "fill-mask", "text-classification
 
 def default_cache_dir() -> str:
     return os.environ.get("INFERSERVE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "inferserve")
+
+
+def onnx_available(task: str, pipe: Any) -> bool:
+    """Whether --engine onnx could serve this pipeline here (ONNX Runtime and
+    the exporter installed, a task of one forward pass)."""
+    import importlib.util
+
+    installed = all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
+    return installed and task in _ONNX_TASKS and not getattr(pipe.model.config, "is_encoder_decoder", False)
 
 
 def onnx_model(pipe: Any, task: str, model_dir: str, cache_dir: str, threads: int) -> Any:

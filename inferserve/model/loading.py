@@ -126,10 +126,14 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         log.info("feature-extraction: the model's pooler is not run (its output is never used)")
     started = time.perf_counter()
     gate = Gate(spec.min_cosine, spec.max_prob_diff)
-    precision = _use_engine(pipe, task, spec, threads, gate) if spec.engine != "torch" else None
-    engine = spec.engine if precision is not None else "torch"
+    precision = _use_engine(pipe, task, spec, threads, gate) if spec.engine == "onnx" else None
+    engine = "onnx" if precision is not None else "torch"
     if precision is None:
         precision = choose_precision(pipe, task, device, spec.dtype, gate)
+    if spec.engine == "auto" and precision.dtype == "float32" and device == "cpu":
+        faster = _try_faster_engine(pipe, task, spec, threads, gate)
+        if faster is not None:
+            precision, engine = faster, "onnx"
     steps["precision"] = time.perf_counter() - started
     log.info("precision %s (asked: %s) in %.2fs: %s", precision.dtype, spec.dtype, steps["precision"], precision.reason)
     return LoadedModel(
@@ -152,6 +156,22 @@ def _use_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any) 
         raise ModelLoadError(f"--engine {spec.engine} runs float32; it cannot serve --dtype {spec.dtype}")
     candidate = onnx_model(pipe, task, spec.model, spec.cache_dir or default_cache_dir(), threads)
     return verify_engine(pipe, task, candidate, gate)
+
+
+def _try_faster_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any) -> PrecisionReport | None:
+    """--engine auto: ONNX Runtime where it is installed, serves the task,
+    agrees with torch and is faster on the calibration set; else None."""
+    from .engines import default_cache_dir, onnx_available, onnx_model
+    from .precision import verify_engine
+
+    if not onnx_available(task, pipe):
+        return None
+    try:
+        candidate = onnx_model(pipe, task, spec.model, spec.cache_dir or default_cache_dir(), threads)
+    except ModelLoadError as exc:
+        log.warning("engine auto: keeping torch (%s)", exc)
+        return None
+    return verify_engine(pipe, task, candidate, gate, must_be_faster=True)
 
 
 def drop_unused_pooler(pipe: Any) -> bool:

@@ -138,9 +138,12 @@ def choose_precision(
     )
 
 
-def verify_engine(pipe: Any, task: str, candidate: Any, gate: Gate) -> PrecisionReport | None:
+def verify_engine(
+    pipe: Any, task: str, candidate: Any, gate: Gate, must_be_faster: bool = False, timer: Timer | None = None,
+) -> PrecisionReport | None:
     """Swap in ``candidate`` (another engine's model) if its outputs agree
-    with the torch model's in float32; None (and nothing swapped) if not."""
+    with the torch model's in float32 (and, with ``must_be_faster``, if it
+    runs the calibration set faster); None (and nothing swapped) if not."""
     features = _calibration_features(pipe)
     if features is None:
         return None
@@ -152,9 +155,17 @@ def verify_engine(pipe: Any, task: str, candidate: Any, gate: Gate) -> Precision
     if not agreement.passes(gate):
         log.warning("the engine's outputs fail the agreement gate (%s): serving with torch", note)
         return None
+    time_forward = timer or _time_forward
+    reference_ms, candidate_ms = time_forward(pipe.model, features), time_forward(candidate, features)
+    speedup = reference_ms / candidate_ms if candidate_ms > 0 else 0.0
+    note = f"{speedup:.2f}x torch's speed, {note}"
+    if must_be_faster and speedup < _SPEEDUP_NEEDED:
+        log.info("the engine is not faster here (%s): serving with torch", note)
+        return None
     pipe.model = candidate
     return PrecisionReport("float32", "float32", f"engine verified against torch float32: {note}",
-                           min_cosine=agreement.min_cosine, max_prob_diff=agreement.max_prob_diff)
+                           min_cosine=agreement.min_cosine, max_prob_diff=agreement.max_prob_diff,
+                           speedup=round(speedup, 3))
 
 
 def _calibration_features(pipe: Any) -> dict[str, Any] | None:
@@ -191,7 +202,7 @@ def _time_forward(model: Any, features: dict[str, Any]) -> float:
             started = time.perf_counter()
             model(**features)
             model(**lone)
-            if str(model.device).startswith("cuda"):
+            if str(getattr(model, "device", "cpu")).startswith("cuda"):
                 torch.cuda.synchronize()
             totals.append((time.perf_counter() - started) * 1000.0)
     return statistics.median(totals)
