@@ -290,3 +290,80 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+# --- other people's CPU -----------------------------------------------------
+
+def _process_ticks(pid: int | str) -> int:
+    """utime + stime + cutime + cstime: a process's CPU and its reaped children's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15])
+
+
+def _our_ticks() -> int:
+    """CPU of this process and every live descendant (raw helpers, servers,
+    their workers, load generators); a reaped child's moves into its
+    parent's cutime, so the sum carries on across exits."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    ours, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in ours]
+        ours.update(children)
+        frontier += children
+    total = 0
+    for pid in ours:
+        try:
+            total += _process_ticks(pid)
+        except (OSError, IndexError, ValueError):
+            continue  # exited and reaped since the listing: counted in its parent's cutime
+    return total
+
+
+def _busy_ticks() -> int:
+    """The machine's busy CPU ticks (all but idle and iowait; guest time is in user already)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+class ForeignCpu:
+    """Cores used by processes outside this run since ``start()``: on a box
+    whose cores other people's test suites share, a figure taken while they
+    ran is not this code's (2 torch threads on 2 cores lose whole time
+    slices to one busy neighbour). Linux only."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> ForeignCpu:
+        self._at, self._busy, self._ours = time.monotonic(), _busy_ticks(), _our_ticks()
+        return self
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self._at
+        foreign = (_busy_ticks() - self._busy) - (_our_ticks() - self._ours)
+        return round(max(0.0, foreign / os.sysconf("SC_CLK_TCK") / max(elapsed, 1e-3)), 3)
+
+
+def foreign_cores(seconds: float = 2.0) -> float:
+    """Cores others use, sampled over ``seconds`` while this run is idle."""
+    meter = ForeignCpu()
+    time.sleep(seconds)
+    return meter.cores()
+
+
+def wait_for_quiet(limit: float, longest: float, sample: float = 2.0) -> dict:
+    """Sample others' CPU until it is under ``limit`` cores or ``longest``
+    seconds have passed; what was seen."""
+    started = time.monotonic()
+    seen = [foreign_cores(sample)]
+    while seen[-1] >= limit and time.monotonic() - started < longest:
+        time.sleep(3)
+        seen.append(foreign_cores(sample))
+    return {"foreign_cores": seen[-1], "waited_s": round(time.monotonic() - started, 1), "quiet": seen[-1] < limit}

@@ -1,7 +1,8 @@
 """The one renderer: a scenario's JSON (``--out``) to a Markdown section.
 
 Each scenario's section lives in one file (RESULTS.md; PEERS.md for peers;
-RESULTS-gpu.md for gpu, one section per card) between two markers,
+RESULTS-gpu.md for gpu, one section per card; precision, one per set of
+models measured) between two markers,
 ``<!-- bench:KEY -->`` and ``<!-- /bench:KEY -->``: a new render replaces
 its own section and nothing else, or is appended when the file has none
 yet. What lies outside the markers (history, hand-written summaries) is
@@ -31,6 +32,8 @@ def target(doc: dict) -> tuple[Path, str]:
     """The file and the section key a scenario's JSON renders into."""
     scenario = doc["scenario"]
     key = f"gpu {doc['results']['card']}" if scenario == "gpu" else scenario
+    if scenario == "precision":  # one section per set of models measured, so a rerun of one adds its own
+        key += "".join(f" {m['name']}" for m in doc["results"]["models"]) or " c1"
     return HERE / FILES.get(scenario, "RESULTS.md"), key
 
 
@@ -107,7 +110,8 @@ def _agreement(raw: dict) -> str:
         return "–"
     if agreement.get("reference") == "itself":
         return "1 (the float32 torch reference)"
-    text = f"{agreement['min_cosine']:.6f}"
+    cosine = agreement["min_cosine"]
+    text = f"1 − {1 - cosine:.0e}" if 0.999999 <= cosine < 1 else f"{cosine:.6f}"
     if agreement.get("max_prob_diff") is not None:
         text += f"; probabilities within {agreement['max_prob_diff']:.1e}"
     return text
@@ -326,9 +330,16 @@ def _chosen(info: dict) -> str:
     return text
 
 
+def _flagged(values: list[str], rounds: list[dict]) -> str:
+    """Per-round figures, those of flagged rounds (others used the CPU) in brackets."""
+    return ", ".join(v if x.get("clean", True) else f"[{v}]" for v, x in zip(values, rounds))
+
+
 def _precision_model(r: dict) -> list[str]:
     reference = r["reference"]
-    rounds = r["rounds"]
+    every = r["rounds"]
+    # Medians over the rounds nobody else's processes disturbed (all, if none was spared).
+    rounds = [x for x in every if x.get("clean", True)] or every
     c = str(r["concurrency"])
     median = statistics.median
     texts = next(iter(r["raw"].values()))["agreement"]["texts"]
@@ -345,11 +356,12 @@ def _precision_model(r: dict) -> list[str]:
     for server in r["servers"]:
         runs = [x["runs"][server][c] for x in rounds]
         ratios = [x["runs"][server][c]["rps"] / x["limits"][reference] for x in rounds]
+        every_ratio = [f"{x['runs'][server][c]['rps'] / x['limits'][reference]:.0%}" for x in every]
         bad = sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs)
         info = r["info"][server]
         lines.append(f"| `{server}` | {info.get('engine')}, {info.get('dtype')} | "
                      f"{median([x['rps'] for x in runs]):.1f} | **{median(ratios):.1%}** "
-                     f"({', '.join(f'{x:.0%}' for x in ratios)}) | {median([x['p50_ms'] for x in runs]):.1f} | "
+                     f"({_flagged(every_ratio, every)}) | {median([x['p50_ms'] for x in runs]):.1f} | "
                      f"{median([x['p99_ms'] for x in runs]):.1f} | {median([x['mean_batch'] for x in runs]):.1f} | "
                      f"{bad} |")
     lines += [
@@ -369,7 +381,22 @@ def _precision_model(r: dict) -> list[str]:
         lines.append(f"| {_variant_label(raw)} | {sweep} | {raw['best_batch']} | {median(limits):.1f} | "
                      f"{versus:.2f}x | {_agreement(raw)} | " + " | ".join(f"{x:.1%}" for x in shares) + " |")
     lines += ["", "Load average (1, 5, 15 min) at the start of each round: "
-              + "; ".join(", ".join(f"{v:.2f}" for v in x["load_average"]) for x in rounds) + ".", ""]
+              + "; ".join(", ".join(f"{v:.2f}" for v in x["load_average"]) for x in every) + "."]
+    if any("foreign_cores" in x for x in every):
+        flagged = sum(not x.get("clean", True) for x in every)
+        lines[-1] += (" Cores used by processes outside this run during each round: "
+                      + _flagged([f"{x['foreign_cores']:.2f}" for x in every], every)
+                      + (f" (in brackets: {flagged} round(s) flagged and left out of the medians)." if flagged
+                         else "."))
+        limit = r.get("foreign_max") or float("inf")
+        sweeps = [(_variant_label(raw), raw["sweep_foreign_cores"]) for raw in r["raw"].values()
+                  if "sweep_foreign_cores" in raw]
+        if sweeps:
+            lines[-1] += (" During the sweeps: " + ", ".join(f"{name} {v:.2f}" if v < limit else f"{name} [{v:.2f}]"
+                                                             for name, v in sweeps) + "."
+                          + (" (A disturbed sweep, in brackets, only chose the batch size the rounds then use.)"
+                             if any(v >= limit for _, v in sweeps) else ""))
+    lines.append("")
     return lines
 
 
@@ -379,14 +406,20 @@ def render_precision(doc: dict) -> str:
     infos = {s: i for m in r["models"] for s, i in m["info"].items()}
     if r.get("c1"):
         infos.update(r["c1"]["info"])
-    waited = (f"waited {quiet['waited_s']} s for the 1-minute load average to drop under {quiet['threshold']:g} "
-              + ("(it did)" if quiet["quiet"] else "(it never did: measured anyway)") + "; "
-              if quiet["threshold"] else "")
+    if not quiet["threshold"]:
+        waited = "no wait asked for"
+    elif quiet["quiet"]:
+        waited = f"under {quiet['threshold']:g} after {quiet['waited_s']} s of waiting"
+    else:
+        waited = f"never under {quiet['threshold']:g} in {quiet['waited_s']} s of waiting: measured anyway"
+    others = (f" Waits for other processes to go quiet took {r['waited_for_others_s']} s in all."
+              if "waited_for_others_s" in r else "")
     lines = [
         _heading("Precision and engines", doc, "utc")
         + f"{_machine(doc)}, no GPU; torch {doc['machine']['torch']}, transformers {doc['machine']['transformers']}. "
-        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in quiet['polls'][-1])} ({waited.rstrip('; ')}"
-        f"{'' if waited else 'no wait asked'}); after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}. "
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in quiet['polls'][-1])} ({waited}); "
+        f"after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}.{others} The run took "
+        f"{doc['seconds'] / 60:.1f} min. "
         f"{o['rounds']} rounds of {o['seconds']:g} s (x3 for bert-base) after {o['warmup']:g} s warm-up; raw "
         f"sweeps {o['sweep_seconds']:g} s per batch size, best of two passes. Server, load generator and raw "
         "helpers share the cores; each ratio pairs a server figure with the raw limits of its own round, and the "
@@ -401,7 +434,7 @@ def render_precision(doc: dict) -> str:
         "",
     ]
     for m in r["models"]:
-        lines += _precision_model(m)
+        lines += _precision_model({"foreign_max": o.get("foreign_max"), **m})
     c1 = r.get("c1")
     if c1:
         lines += [
@@ -413,7 +446,12 @@ def render_precision(doc: dict) -> str:
             f"block beside it, median over blocks; difference: minus the `{c1['raw_reference']}` block beside it. In "
             "brackets a bootstrap 95% interval (blocks treated as independent: a lower bound on the uncertainty). "
             "Load average before and after: "
-            + "; ".join(", ".join(f"{v:.2f}" for v in x) for x in c1["load_average"]) + ".",
+            + "; ".join(", ".join(f"{v:.2f}" for v in x) for x in c1["load_average"]) + "."
+            + (f" Cycles (a block of each side) kept: {c1['kept']} of {len(c1['cycles'])}; cores used by processes "
+               "outside this run during each: " + _flagged([f"{x['foreign_cores']:.2f}" for x in c1["cycles"]],
+                                                           c1["cycles"])
+               + (" (in brackets: left out)." if c1["kept"] < len(c1["cycles"]) else ".")
+               if c1.get("cycles") else ""),
             "",
             f"| side | p50 ms (median over blocks) | p50 / `{c1['baseline']}` | minus {c1['raw_reference']} ms |",
             "|---|---:|---:|---:|",

@@ -22,9 +22,21 @@ Two parts, one run:
 The first raw variant is the reference of "vs" columns; float32:torch is the
 eager-float32 raw limit. Each server's /info (the precision --dtype auto
 chose and why, the engine it serves with) goes into the JSON and the table.
---wait-quiet L waits (polling every 60 s, at most --wait-max s) until the
-1-minute load average is under L before measuring; the load average is
-recorded before the run and every round either way.
+
+Other people's processes: --wait-quiet L waits (polling every 60 s, at most
+--wait-max s) until the 1-minute load average is under L before measuring;
+the load average is recorded before the run and every round either way.
+Then, because a load average cannot tell this run's processes from anyone
+else's, every sweep, round and concurrency-1 cycle first waits (at most
+--round-wait s; --wait-budget s in all) until processes outside this run
+use under --foreign-max cores (bench.harness.ForeignCpu: the machine's busy
+time minus this process tree's), and records what they used while it ran;
+a round or cycle during which they used more is flagged, left out of the
+medians and redone (--redo rounds per model; half as many cycles again).
+Two torch threads on two cores lose whole time slices to one busy
+neighbour (a raw MiniLM limit read 140, then 19 items/s in two rounds
+while a test suite ran; ONNX Runtime's 198, then 82), so an unflagged
+comparison of the two under someone else's load says little about either.
 
     python -m bench precision                                # ~15 min on 2 cores
     python -m bench precision --models minilm-embed --rounds 1 --seconds 3 --c1-blocks 2
@@ -45,7 +57,9 @@ import time
 import urllib.request
 from contextlib import ExitStack
 
-from bench.harness import MODELS, OUT, Model, RawHelper, Server, load, start_inferserve, write_bodies
+from bench.harness import (
+    MODELS, OUT, ForeignCpu, Model, RawHelper, Server, load, start_inferserve, wait_for_quiet, write_bodies,
+)
 from bench.scenarios.throughput import open_raw_variants, raw_variant
 from bench.sidebyside import CLIENTS, median_ci95, open_blocks, rotate_blocks
 
@@ -54,8 +68,8 @@ BASELINE = "--dtype float32 --engine torch"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="+", default=["minilm", "minilm-embed", "bert-base"], choices=sorted(MODELS),
-                   help="models of the concurrency-64 part")
+    p.add_argument("--models", nargs="*", default=["minilm", "minilm-embed", "bert-base"], choices=sorted(MODELS),
+                   help="models of the concurrency-64 part (none: concurrency 1 only)")
     p.add_argument("--raw-variants", nargs="+", type=raw_variant, metavar="DTYPE:ENGINE",
                    default=["float32:torch", "bfloat16:torch", "float32:onnx"],
                    help="raw helpers; the first is the reference of the 'vs' columns")
@@ -82,6 +96,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD",
                    help="wait until the 1-minute load average is under LOAD (0: don't wait)")
     p.add_argument("--wait-max", type=float, default=900.0, help="seconds to wait for --wait-quiet at most")
+    p.add_argument("--foreign-max", type=float, default=0.3, metavar="CORES",
+                   help="a round (sweep, concurrency-1 cycle) waits until processes outside this run use under "
+                        "CORES, and one during which they used more is flagged and redone (0: off)")
+    p.add_argument("--round-wait", type=float, default=90.0, help="seconds each such wait lasts at most")
+    p.add_argument("--wait-budget", type=float, default=600.0,
+                   help="seconds all those waits may take together; then rounds are measured and flagged")
+    p.add_argument("--redo", type=int, default=2, help="flagged rounds redone per model, at most")
 
 
 def label(flags: str) -> str:
@@ -104,6 +125,24 @@ def wait_quiet(threshold: float, longest: float) -> dict:
             "quiet": not threshold or seen[-1][0] < threshold}
 
 
+_waited = [0.0]  # seconds spent in quiet_check's waits this run
+
+
+def quiet_check(args: argparse.Namespace):
+    """Before a measurement: wait until others use under --foreign-max cores
+    (at most --round-wait s, and --wait-budget s over the whole run)."""
+    if not args.foreign_max:
+        return None
+
+    def check() -> dict:
+        longest = max(0.0, min(args.round_wait, args.wait_budget - _waited[0]))
+        seen = wait_for_quiet(args.foreign_max, longest)
+        _waited[0] += seen["waited_s"]
+        return seen
+
+    return check
+
+
 def server_info(server: Server) -> dict:
     with urllib.request.urlopen(server.url("/info"), timeout=10) as r:
         info = json.load(r)
@@ -121,7 +160,8 @@ def run(args: argparse.Namespace) -> dict:
         if result:
             models.append(result)
         c1 = compared or c1
-    return {"quiet": quiet, "load_average_after": load_average(), "models": models, "c1": c1}
+    return {"quiet": quiet, "load_average_after": load_average(), "waited_for_others_s": round(_waited[0]),
+            "models": models, "c1": c1}
 
 
 def start(stack: ExitStack, servers: dict[str, Server], infos: dict[str, dict], model: Model, path: str,
@@ -146,25 +186,37 @@ def bench_model(model: Model, args: argparse.Namespace, top: bool, c1: bool) -> 
     reference = variants[0]
     with ExitStack() as stack:
         raws, raw_figures = open_raw_variants(stack, model, path, texts, args.raw_device, variants,
-                                              args.sweep_seconds, sweep=top, agree_texts=args.agree_texts)
+                                              args.sweep_seconds, sweep=top, agree_texts=args.agree_texts,
+                                              quiet=quiet_check(args))
         servers: dict[str, Server] = {}
         infos: dict[str, dict] = {}
         result = None
         if top:
             for flags in args.servers:
                 start(stack, servers, infos, model, path, flags, args)
-            rounds = []
-            for r in range(args.rounds):
+            rounds: list[dict] = []
+            # A round during which others' processes took CPU is flagged and
+            # redone (up to --redo times): its figures are theirs as much as ours.
+            while (sum(x["clean"] for x in rounds) < args.rounds
+                   and len(rounds) < args.rounds + args.redo):
+                r = len(rounds)
+                check = quiet_check(args)
+                waited = check() if check else None
                 averages = load_average()
+                meter = ForeignCpu()
                 # The reference's limit comes last, just before the servers.
                 limits = {v: raws[v].ask(f"limit {raw_figures[v]['best_batch']} {seconds}")
                           for v in [*variants[1:], reference]}
                 order = args.servers[::-1] if r % 2 else args.servers
                 runs = {label(f): load(servers[f].url(model.route), bodies, args.concurrency, seconds, args.warmup)
                         for f in order}
-                rounds.append({"load_average": averages, "limits": limits, "limit": limits[reference],
+                foreign = meter.cores()
+                clean = not args.foreign_max or foreign < args.foreign_max
+                rounds.append({"load_average": averages, "before": waited, "foreign_cores": foreign, "clean": clean,
+                               "limits": limits, "limit": limits[reference],
                                "runs": {s: {str(args.concurrency): runs[s]} for s in map(label, args.servers)}})
-                print(f"[{model.name}] round {r + 1} (load average {averages}): limit "
+                print(f"[{model.name}] round {r + 1} (load average {averages}, others used {foreign:.2f} cores"
+                      + ("" if clean else ": flagged") + "): limit "
                       + ", ".join(f"{v:.1f}/s ({k})" for k, v in limits.items()) + "; c="
                       + f"{args.concurrency}: "
                       + ", ".join(f"{s} {x['rps']:.1f}/s p50 {x['p50_ms']:.0f} ms" for s, x in runs.items()),
@@ -196,7 +248,24 @@ def concurrency_1(model: Model, texts: list[str], raws: dict[str, RawHelper], se
     print(f"[{model.name}] concurrency 1: {args.c1_blocks} blocks of each of {', '.join(sides)} ...", flush=True)
     before = load_average()
     rotate_blocks(sides, 1, first_block=args.c1_blocks)  # warm every side up
-    medians = rotate_blocks(sides, args.c1_blocks)
+    # One cycle (a block of each side) at a time, each after a wait for the
+    # others to be quiet; a cycle during which they were not is flagged and
+    # left out of the figures, and another cycle is run instead (up to half
+    # as many again).
+    check = quiet_check(args)
+    cycles: list[dict] = []
+    while (sum(c["clean"] for c in cycles) < args.c1_blocks
+           and len(cycles) < args.c1_blocks + (args.c1_blocks + 1) // 2):
+        waited = check() if check else None
+        meter = ForeignCpu()
+        block = rotate_blocks(sides, 1, first_block=len(cycles))
+        foreign = meter.cores()
+        cycles.append({"block_p50_ms": {k: v[0] for k, v in block.items()}, "foreign_cores": foreign,
+                       "before": waited, "clean": not args.foreign_max or foreign < args.foreign_max})
+    kept = [c for c in cycles if c["clean"]] or cycles
+    medians = {name: [c["block_p50_ms"][name] for c in kept] for name in sides}
+    print(f"[{model.name}] concurrency 1: {len(kept)} of {len(cycles)} cycles kept (others used "
+          + ", ".join(f"{c['foreign_cores']:.2f}" for c in cycles) + " cores)", flush=True)
     baseline = label(args.c1_baseline)
     raw_reference = f"raw {joining[0]}" if joining else None
     summary = {}
@@ -213,4 +282,4 @@ def concurrency_1(model: Model, texts: list[str], raws: dict[str, RawHelper], se
     return {"name": model.name, "title": model.title, "route": model.route, "client": client,
             "raw_calls": model.c1_calls, "blocks": args.c1_blocks, "baseline": baseline,
             "raw_reference": raw_reference, "info": {s: infos[s] for s in servers}, "block_p50_ms": medians,
-            "summary": summary, "load_average": [before, load_average()]}
+            "cycles": cycles, "kept": len(kept), "summary": summary, "load_average": [before, load_average()]}

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Callable
 from contextlib import ExitStack
 
 from bench.harness import (
-    MODELS, OUT, Model, RawHelper, finish, load, probe_command, rss_mb, spawn, start_inferserve, write_bodies,
+    MODELS, OUT, ForeignCpu, Model, RawHelper, finish, load, probe_command, rss_mb, spawn, start_inferserve,
+    write_bodies,
 )
 from bench.raw import DTYPES, parse_variant, variant_key
 from bench.sidebyside import CLIENTS, alternate_blocks, median_difference, open_blocks
@@ -83,10 +85,13 @@ def best_batch(raw: RawHelper, seconds: float) -> tuple[dict[str, float], int]:
 
 def open_raw_variants(stack: ExitStack, model: Model, path: str, texts: list[str], device: str,
                       variants: list[str], sweep_seconds: float,
-                      sweep: bool = True, agree_texts: int = 64) -> tuple[dict[str, RawHelper], dict[str, dict]]:
+                      sweep: bool = True, agree_texts: int = 64,
+                      quiet: Callable[[], dict] | None = None) -> tuple[dict[str, RawHelper], dict[str, dict]]:
     """One raw helper per variant, each swept (its best batch size; unless
     not ``sweep``) and checked against float32 torch over the first
-    ``agree_texts`` texts (its agreement), kept open in ``stack``."""
+    ``agree_texts`` texts (its agreement), kept open in ``stack``. With
+    ``quiet``, each sweep waits for it first (bench.harness.wait_for_quiet)
+    and records the cores others used while it ran."""
     raws: dict[str, RawHelper] = {}
     figures: dict[str, dict] = {}
     for variant in variants:
@@ -94,9 +99,14 @@ def open_raw_variants(stack: ExitStack, model: Model, path: str, texts: list[str
         print(f"[{model.name}] loading the raw pipeline ({device}, {variant}) ...", flush=True)
         raws[variant] = stack.enter_context(RawHelper(model, path, texts, device, dtype, engine))
         agreement = raws[variant].ask(f"agree {agree_texts}")
+        figures[variant] = {"loaded_dtype": raws[variant].loaded["dtype"], "engine": engine}
+        if quiet:
+            figures[variant]["before_sweep"] = quiet()
+        meter = ForeignCpu() if quiet else None
         by_size, best = best_batch(raws[variant], sweep_seconds) if sweep else ({}, None)
-        figures[variant] = {"loaded_dtype": raws[variant].loaded["dtype"], "engine": engine, "sweep": by_size,
-                            "best_batch": best, "agreement": agreement}
+        figures[variant].update(sweep=by_size, best_batch=best, agreement=agreement)
+        if quiet:
+            figures[variant]["sweep_foreign_cores"] = meter.cores()
         print(f"[{model.name}] raw {variant}: sweep (items/s by batch size) {by_size}; "
               f"min cosine vs float32 torch {agreement['min_cosine']:.6f}", flush=True)
     return raws, figures
