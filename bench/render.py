@@ -420,13 +420,15 @@ def render_precision(doc: dict) -> str:
         f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in quiet['polls'][-1])} ({waited}); "
         f"after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}.{others} The run took "
         f"{doc['seconds'] / 60:.1f} min. "
-        f"{o['rounds']} rounds of {o['seconds']:g} s (x3 for bert-base) after {o['warmup']:g} s warm-up; raw "
-        f"sweeps {o['sweep_seconds']:g} s per batch size, best of two passes. Server, load generator and raw "
-        "helpers share the cores; each ratio pairs a server figure with the raw limits of its own round, and the "
-        "tables give medians over rounds. ONNX variants run inferserve.model.engines.onnx_model, the server's own "
-        "export (cached) and session. Agreement: per text, the cosine of its outputs (the network's last hidden "
-        "state or logits over its real tokens; for `/embed`, the pooled vector) against a float32 torch copy's, "
-        "minimum over the texts; for fill-mask also the largest change of any softmax probability.",
+        + (f"{o['rounds']} rounds of {o['seconds']:g} s (x3 for bert-base) after {o['warmup']:g} s warm-up; raw "
+           f"sweeps {o['sweep_seconds']:g} s per batch size, best of two passes. Server, load generator and raw "
+           "helpers share the cores; each ratio pairs a server figure with the raw limits of its own round, and "
+           "the tables give medians over rounds. " if r["models"] else "Servers, client and raw helpers share "
+           "the cores. ")
+        + "ONNX variants run inferserve.model.engines.onnx_model, the server's own export (cached) and session."
+        + (" Agreement: per text, the cosine of its outputs (the network's last hidden state or logits over its "
+           "real tokens; for `/embed`, the pooled vector) against a float32 torch copy's, minimum over the texts; "
+           "for fill-mask also the largest change of any softmax probability." if r["models"] else ""),
         "",
         "What each server serves with (its `/info`: engine, dtype, and why):",
         "",
@@ -440,7 +442,8 @@ def render_precision(doc: dict) -> str:
         lines += [
             f"### Concurrency 1: {c1['title']}",
             "",
-            f"Each server and each raw variant's single call in turn, a block at a time ({c1['blocks']} blocks of "
+            f"Each server and each raw variant's single call (those named in the table) in turn, a block at a time "
+            f"({c1['blocks']} blocks of "
             f"each, the order mirrored every other block; server blocks through {c1['client']}, raw blocks of "
             f"{c1['raw_calls']} calls timed inside the raw process). Ratio: a block's p50 over the `{c1['baseline']}` "
             f"block beside it, median over blocks; difference: minus the `{c1['raw_reference']}` block beside it. In "

@@ -322,7 +322,7 @@ def _schemathesis(server: ServerProcess, paths: str, workdir: Path) -> subproces
         sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
         "run", f"{server.url}/openapi.json", "--url", server.url, "--checks", CHECKS,
         "--include-path-regex", paths, "--phases", "examples,coverage,fuzzing",
-        "--max-examples", "15", "--seed", "20", "--generation-database", "none", "--no-color",
+        "--max-examples", "8", "--seed", "20", "--generation-database", "none", "--no-color",
         # One worker: with two, CPython 3.11's ast.parse (hypothesis describing a lambda) can fail in
         # threads ("AST constructor recursion depth mismatch"). The two servers run side by side instead.
         "--workers", "1",

@@ -182,7 +182,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server: Serv
         "run", str(DOCUMENT_PATH), "--url", server.url,
         "--checks", "not_a_server_error,response_schema_conformance",
         "--include-path-regex", f"^/({paths})$",
-        "--max-examples", "25", "--seed", "20", "--workers", "1",
+        "--max-examples", "12", "--seed", "20", "--workers", "1",
         "--generation-database", "none", "--no-color",
     ]
     # In tmp_path: schemathesis keeps a .schemathesis/ cache in its working directory.

@@ -14,8 +14,8 @@ Two parts, one run:
    (the servers' order reversed every other round). Every ratio pairs a
    server figure with the raw figures of its own round.
 2. *Concurrency 1, servers side by side* (--c1-model, MiniLM /embed by
-   default): every --c1-servers entry and every raw variant's single call
-   (``pipeline(text)``, or forward + pooling), a block of each in turn,
+   default): every --c1-servers entry and the single calls of the --c1-raw
+   variants (``pipeline(text)``, or forward + pooling), a block of each in turn,
    mirrored every other block (A B C ..., ... C B A), --c1-blocks times;
    each server's p50 against --c1-baseline's, block by block.
 
@@ -38,7 +38,7 @@ neighbour (a raw MiniLM limit read 140, then 19 items/s in two rounds
 while a test suite ran; ONNX Runtime's 198, then 82), so an unflagged
 comparison of the two under someone else's load says little about either.
 
-    python -m bench precision                                # ~15 min on 2 cores
+    python -m bench precision                                # ~20 min on 2 quiet cores
     python -m bench precision --models minilm-embed --rounds 1 --seconds 3 --c1-blocks 2
     python -m bench precision --servers "" "--engine onnx" --c1-servers "" "--dtype float32 --engine torch"
 
@@ -63,7 +63,7 @@ from bench.harness import (
 from bench.scenarios.throughput import open_raw_variants, raw_variant
 from bench.sidebyside import CLIENTS, median_ci95, open_blocks, rotate_blocks
 
-SUMMARY = "raw limit per precision and engine vs servers at c=64; c=1 of servers with other flags (~15 min)"
+SUMMARY = "raw limit per precision and engine vs servers at c=64; c=1 of servers with other flags (~20 min)"
 BASELINE = "--dtype float32 --engine torch"
 
 
@@ -73,8 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw-variants", nargs="+", type=raw_variant, metavar="DTYPE:ENGINE",
                    default=["float32:torch", "bfloat16:torch", "float32:onnx"],
                    help="raw helpers; the first is the reference of the 'vs' columns")
-    p.add_argument("--servers", nargs="+", default=["", "--engine onnx"], metavar="FLAGS",
-                   help='inferserve flags of each server at --concurrency ("": the defaults)')
+    p.add_argument("--servers", nargs="+", default=["", "--engine torch", "--engine onnx"], metavar="FLAGS",
+                   help='inferserve flags of each server at --concurrency ("": the defaults, whichever engine '
+                        '--engine auto picks; each server\'s /info says)')
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=5.0, help="length of each measurement (x3 for bert-base)")
