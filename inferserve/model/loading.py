@@ -168,10 +168,10 @@ def _try_faster_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate
         return None
     try:
         candidate = onnx_model(pipe, task, spec.model, spec.cache_dir or default_cache_dir(), threads)
-    except ModelLoadError as exc:
-        log.warning("engine auto: keeping torch (%s)", exc)
+        return verify_engine(pipe, task, candidate, gate, must_be_faster=True)
+    except Exception as exc:  # noqa: BLE001 - an optional speed-up: any failure leaves torch serving
+        log.warning("engine auto: keeping torch (%s: %s)", type(exc).__name__, exc)
         return None
-    return verify_engine(pipe, task, candidate, gate, must_be_faster=True)
 
 
 def drop_unused_pooler(pipe: Any) -> bool:
