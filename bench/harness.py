@@ -10,6 +10,7 @@ bench.loadgen``, each in its own process. Every URL is on the loopback.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -367,3 +368,52 @@ def wait_for_quiet(limit: float, longest: float, sample: float = 2.0) -> dict:
         time.sleep(3)
         seen.append(foreign_cores(sample))
     return {"foreign_cores": seen[-1], "waited_s": round(time.monotonic() - started, 1), "quiet": seen[-1] < limit}
+
+
+# --- a quiet box: before a run, wait for other benchmarks and load to go ---
+
+def add_quiet_arguments(p: argparse.ArgumentParser, threshold: float) -> None:
+    p.add_argument("--wait-quiet", type=float, default=threshold, metavar="LOAD",
+                   help="wait until no other `python -m bench` runs and the 1-minute load average is under LOAD "
+                        "(0: no wait)")
+    p.add_argument("--wait-max", type=float, default=900.0, help="longest wait, seconds; then measure anyway")
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _ancestors(pid: int) -> set[int]:
+    chain = set()
+    while pid > 1:
+        chain.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return chain
+
+
+def other_benchmarks() -> list[str]:
+    """Command lines of `python -m bench ...` processes other than this one
+    and whatever started it (a shell, timeout)."""
+    found = subprocess.run(["pgrep", "-af", "python -m bench"], capture_output=True, text=True).stdout
+    mine = _ancestors(os.getpid())
+    return [line for line in found.splitlines() if line.split()[0].isdigit() and int(line.split()[0]) not in mine]
+
+
+def wait_quiet(threshold: float, longest: float) -> dict:
+    started = time.monotonic()
+    polls = [{"load_average": load_average(), "other_benchmarks": other_benchmarks()}]
+
+    def busy(poll: dict) -> bool:
+        return bool(threshold) and (poll["load_average"][0] >= threshold or bool(poll["other_benchmarks"]))
+
+    while busy(polls[-1]) and time.monotonic() - started < longest:
+        print(f"load average {polls[-1]['load_average']}, {len(polls[-1]['other_benchmarks'])} other benchmark "
+              f"process(es): waiting (1-minute figure under {threshold:g}, no other `python -m bench`) ...",
+              flush=True)
+        time.sleep(60)
+        polls.append({"load_average": load_average(), "other_benchmarks": other_benchmarks()})
+    return {"threshold": threshold, "waited_s": round(time.monotonic() - started), "polls": polls,
+            "quiet": not busy(polls[-1])}

@@ -279,25 +279,30 @@ def render_peers(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _answers(ok: int, other: int, unanswered: int, *more: str) -> str:
+    """How the requests of a fault-injection run ended; the unanswered ones are its point."""
+    return ", ".join([f"**{ok} answered 200**", *more, f"{other} other codes", f"**{unanswered} unanswered**"])
+
+
 def render_chaos(doc: dict) -> str:
     r, o = doc["results"], doc["options"]
+    answers = _answers(r["200"], r["other_status"], r["no_answer"],
+                       f"{r['503']} answered 503 (the client then waits Retry-After)")
     return (_heading("Chaos", doc)
             + f"{r['sent']} requests at concurrency {o['concurrency']} to a tiny fill-mask model while its worker was "
-            f"SIGKILLed every {o['kill_every']:g} s ({r['worker_kills']} kills in {r['seconds']:g} s): "
-            f"**{r['200']}** answered 200 (each checked against its own request), {r['503']} answered 503 "
-            f"(the client then waits Retry-After), {r['other_status']} other codes, **{r['no_answer']} unanswered, "
-            f"{r['wrong_answer']} wrong**.\n")
+            f"SIGKILLed every {o['kill_every']:g} s ({r['worker_kills']} kills in {r['seconds']:g} s): {answers}, "
+            f"**{r['wrong_answer']} wrong** (each answer checked against its own request).\n")
 
 
 def render_cluster(doc: dict) -> str:
     r = doc["results"]
     one, three = r["one_replica"], r["three_replicas"]
+    answers = _answers(three["ok"], r["other_status"], three["no_answer"])
     return (_heading("Replicas behind HAProxy", doc)
             + f"{_machine(doc)}; closed-loop load at concurrency {r['concurrency']}, every answer counted. One replica "
             f"direct: {one['rps']:.1f} requests/s. Three replicas behind HAProxy for {r['duration']:g} s "
-            f"({'; '.join(r['events'])}): {three['rps']:.1f} requests/s; {three['sent']} sent, **{three['ok']} "
-            f"answered 200**, {r['other_status']} other codes, **{three['no_answer']} unanswered**; the drained "
-            f"replica exited {r['drain_exit']}.\n")
+            f"({'; '.join(r['events'])}): {three['rps']:.1f} requests/s; {three['sent']} sent, {answers}; the "
+            f"drained replica exited {r['drain_exit']}.\n")
 
 
 def render_capacity(doc: dict) -> str:
@@ -400,6 +405,11 @@ def _precision_model(r: dict) -> list[str]:
     return lines
 
 
+def _load_average(poll: dict | list) -> list:
+    """A quiet-box poll's load averages (runs before the shared wait stored the bare list)."""
+    return poll["load_average"] if isinstance(poll, dict) else poll
+
+
 def render_precision(doc: dict) -> str:
     r, o = doc["results"], doc["options"]
     quiet = r["quiet"]
@@ -417,7 +427,7 @@ def render_precision(doc: dict) -> str:
     lines = [
         _heading("Precision and engines", doc, "utc")
         + f"{_machine(doc)}, no GPU; torch {doc['machine']['torch']}, transformers {doc['machine']['transformers']}. "
-        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in quiet['polls'][-1])} ({waited}); "
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in _load_average(quiet['polls'][-1]))} ({waited}); "
         f"after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}.{others} The run took "
         f"{doc['seconds'] / 60:.1f} min. "
         + (f"{o['rounds']} rounds of {o['seconds']:g} s (x3 for bert-base) after {o['warmup']:g} s warm-up; raw "

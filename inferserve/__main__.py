@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -33,6 +35,7 @@ from .common.config import (
 from .frontend.access_log import AccessLogger, OffLoopLogging
 
 log = logging.getLogger("inferserve")
+T = TypeVar("T")
 
 
 class _OneDefaultFormatter(argparse.HelpFormatter):
@@ -147,30 +150,25 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise SystemExit("--workers must be at least 1")
     named = _named_models(args)
     specs = tuple(NamedModel(name, _model_spec(args, path)) for name, path in named)
-    return ServerConfig(
+    return _same_named(
+        ServerConfig, args,
         workers=workers,
         devices=devices,
         served_model_name=specs[0].name,
         models=specs,
         model=specs[0].spec,
-        batch=BatchPolicy(
-            max_batch_size=args.max_batch_size,
-            max_batch_delay_ms=args.max_batch_delay_ms,
-            max_batch_tokens=args.max_batch_tokens,
-            adaptive_wait=args.batch_wait == "adaptive",
-        ),
-        host=args.host,
-        port=args.port,
-        max_body_bytes=args.max_body_bytes,
-        max_queue=args.max_queue,
-        max_inputs=args.max_inputs,
+        batch=_same_named(BatchPolicy, args, adaptive_wait=args.batch_wait == "adaptive"),
         request_timeout_s=args.request_timeout,
         graceful_timeout_s=args.graceful_timeout,
         api_key=args.api_key or None,
-        debug=args.debug,
-        log_level=args.log_level,
-        log_format=args.log_format,
     )
+
+
+def _same_named(cls: type[T], args: argparse.Namespace, **others: Any) -> T:
+    """``cls`` with each field a flag of the same name sets (--max-queue: max_queue), and ``others``."""
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+             if hasattr(args, f.name) and f.name not in others}
+    return cls(**flags, **others)
 
 
 def _named_models(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -201,19 +199,8 @@ def _named_models(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def _model_spec(args: argparse.Namespace, path: str) -> ModelSpec:
-    return ModelSpec(
-        model=path,
-        task=args.task,
-        device=args.device,
-        dtype=args.dtype,
-        min_cosine=args.min_cosine,
-        engine=args.engine,
-        cache_dir=args.cache_dir,
-        max_prob_diff=args.max_prob_diff,
-        niceness=max(0, args.worker_niceness),
-        num_threads=args.num_threads,
-        truncate=not args.no_truncate,
-    )
+    return _same_named(ModelSpec, args, model=path, niceness=max(0, args.worker_niceness),
+                       truncate=not args.no_truncate)
 
 
 async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = AccessLogger) -> int:

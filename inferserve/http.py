@@ -15,11 +15,15 @@ from functools import partial
 from aiohttp import web
 
 from .common.config import ServerConfig
-from .frontend import handlers, openapi
+from .frontend import handlers, openapi, tei
+from .frontend.handlers import serving
 from .frontend.backend import InferenceBackend
 from .frontend.metrics import ServerMetrics
 from .frontend.middleware import api_key_guard, json_errors, observe
 from .frontend.models import MODELS_KEY, ModelSet, list_models, retrieve_model
+from .frontend.payload import parse_openai_embeddings
+from .frontend.rerank_payload import parse_cohere_rerank_v1, parse_cohere_rerank_v2, parse_predict, parse_rerank
+from .frontend.responses import cohere_error, openai_error, tei_error
 from .frontend.state import BACKEND_KEY, CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
 from .frontend.worker_pool import WorkerPool, worker_specs
 
@@ -28,16 +32,17 @@ __all__ = ["BACKEND_KEY", "CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "STATE_KEY"
 # Every model's routes, bare (the first model) and under /models/{name}
 # (docs/design.md#several-models); a name may hold "/" (hub ids do).
 _MODEL_ROUTES = (
-    ("POST", "/", handlers.infer),
-    ("POST", "/embed", handlers.embed),
-    ("POST", "/embed_all", handlers.embed_all),
-    ("POST", "/tokenize", handlers.tokenize),
-    ("POST", "/decode", handlers.decode),
-    ("POST", "/v1/embeddings", handlers.openai_embeddings),
-    ("POST", "/rerank", handlers.rerank),
-    ("POST", "/v1/rerank", handlers.cohere_rerank_v1),
-    ("POST", "/v2/rerank", handlers.cohere_rerank_v2),
-    ("POST", "/predict", handlers.predict),
+    # POST routes: the parser of the body and the error shape of the route's API family.
+    ("POST", "/", handlers.infer),  # the task's pipeline (a sentence-transformers model: /embed's body)
+    ("POST", "/embed", serving(tei.parse_embed, tei_error)),
+    ("POST", "/embed_all", serving(tei.parse_embed_all, tei_error)),
+    ("POST", "/tokenize", serving(tei.parse_tokenize, tei_error)),
+    ("POST", "/decode", serving(tei.parse_decode, tei_error)),
+    ("POST", "/v1/embeddings", serving(parse_openai_embeddings, openai_error, handlers.embed_model_name)),
+    ("POST", "/rerank", serving(parse_rerank, tei_error)),
+    ("POST", "/v1/rerank", serving(parse_cohere_rerank_v1, cohere_error, handlers.rerank_model_name)),
+    ("POST", "/v2/rerank", serving(parse_cohere_rerank_v2, cohere_error, handlers.rerank_model_name)),
+    ("POST", "/predict", serving(parse_predict, tei_error)),
     ("GET", "/ready", handlers.ready),
     ("GET", "/info", handlers.info),
 )

@@ -12,10 +12,18 @@ from __future__ import annotations
 import enum
 import operator
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar, dataclass_transform
+
+T = TypeVar("T")
 
 
-def _pickled_by_fields(cls: type) -> type:
+@dataclass_transform(frozen_default=True)
+def message(cls: type[T]) -> type[T]:
+    """A pipe message: a frozen slots dataclass, pickled by its fields."""
+    return _pickled_by_fields(dataclass(frozen=True, slots=True)(cls))
+
+
+def _pickled_by_fields(cls: type[T]) -> type[T]:
     """Pickle a frozen slots dataclass as a call of its constructor.
 
     Its default pickling stores a state tuple and restores it through a
@@ -59,8 +67,7 @@ class RequestKind(enum.Enum):
     DECODE = "decode"  # TEI /decode: inputs are token-id lists; params skip_special_tokens
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class EmbedOptions:
     normalize: bool | None = None  # None: as the model's config says
     dimensions: int | None = None  # keep the first N dimensions
@@ -72,8 +79,7 @@ class EmbedOptions:
     prompt_name: str | None = None  # a key of the model's sentence-transformers "prompts"
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class RerankOptions:
     """A rerank request's query and answer options; its texts are ``Call.inputs``."""
 
@@ -91,8 +97,7 @@ class RerankOptions:
 # ---- front-end -> worker -------------------------------------------------
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class Call:
     """What one HTTP request asks of the model, as the parser builds it."""
 
@@ -105,8 +110,7 @@ class Call:
     rerank: RerankOptions | None = None
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class InferRequest:
     request_id: int
     call: Call
@@ -115,14 +119,12 @@ class InferRequest:
     deadline: float
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class CancelRequest:
     request_id: int
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class StopWorker:
     """Finish what is queued, then exit."""
 
@@ -130,8 +132,7 @@ class StopWorker:
 # ---- worker -> front-end -------------------------------------------------
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class InferResult:
     request_id: int
     outcome: Outcome
@@ -147,8 +148,7 @@ class InferResult:
     batch: BatchReport | None = None
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class StreamChunk:
     """One generated token of a streaming request; its InferResult ends it."""
 
@@ -158,8 +158,7 @@ class StreamChunk:
     text: str  # what this token adds to the decoded text (may be "")
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class BatchReport:
     """One per model batch actually run: lets the front-end count batches."""
 
@@ -168,8 +167,7 @@ class BatchReport:
     compute_ms: float
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class PrecisionReport:
     """The precision the worker chose at start-up, and how well it agrees
     with float32 on the calibration set (None where not measured)."""
@@ -182,8 +180,7 @@ class PrecisionReport:
     speedup: float | None = None  # float32's time / this precision's, on the calibration set
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class WorkerReady:
     model: str
     task: str
@@ -203,8 +200,7 @@ class WorkerReady:
     engine: str = "torch"  # what runs the forward pass (model/engines.py)
 
 
-@_pickled_by_fields
-@dataclass(frozen=True, slots=True)
+@message
 class WorkerFailed:
     """The worker could not start (e.g. the model does not load)."""
 

@@ -50,8 +50,7 @@ def worker_main(
     except Exception as exc:  # noqa: BLE001 - report any load failure, then exit
         log.exception("model failed to load")
         channel.send(WorkerFailed(message=str(exc)[:_MAX_ERROR_MESSAGE]))
-        channel.close()
-        return
+        _exit(channel)
     from .model.serve_loop import Worker
 
     worker = Worker(channel, tasks, policy, on_cpu=loaded.device == "cpu")
@@ -73,6 +72,17 @@ def worker_main(
     )
     worker.serve()
     log.info("worker stopped")
+    _exit(channel)
+
+
+def _exit(channel: Channel) -> None:
+    """Close the pipe, flush the log, and end the process without the
+    interpreter's teardown: with torch loaded it takes over a second that a
+    drain, a restart and every test's stop would wait for, and nothing in
+    this process is left to save."""
+    channel.close()
+    logging.shutdown()
+    os._exit(0)
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -316,16 +316,6 @@ PIPELINE_BAD = [
 ]
 
 
-@pytest.mark.parametrize("body,content_type,status,kind", [b[1:] for b in PIPELINE_BAD],
-                         ids=[b[0] for b in PIPELINE_BAD])
-def test_parse_errors_on_the_pipeline_route(body: bytes, content_type: str, status: int, kind: str) -> None:
-    reply, backend = one("POST", "/", config={"max_inputs": 4}, data=body, headers={"Content-Type": content_type})
-    assert_our_error(reply, status, kind)
-    assert generated_id(reply.headers["X-Request-Id"])  # errors carry the id too
-    assert "X-Batch-Size" not in reply.headers
-    assert backend.seen == []  # refused before the worker
-
-
 # /embed is text-embeddings-inference's: its statuses (422 for a body of the
 # wrong shape) and its error shape. (Its full contract is TEI's tests' job.)
 EMBED_BAD = [
@@ -336,16 +326,6 @@ EMBED_BAD = [
     ("object input", b'{"inputs": {"text": "a"}}', "application/json", 422, "Validation"),
     ("too many inputs", orjson.dumps({"inputs": ["a"] * 5}), "application/json", 413, "Validation"),
 ]
-
-
-@pytest.mark.parametrize("body,content_type,status,error_type", [b[1:] for b in EMBED_BAD],
-                         ids=[b[0] for b in EMBED_BAD])
-def test_parse_errors_on_embed_use_tei_shape(body: bytes, content_type: str, status: int, error_type: str) -> None:
-    reply, backend = one("POST", "/embed", FakeBackend(info=EMBEDDER), {"max_inputs": 4},
-                         data=body, headers={"Content-Type": content_type})
-    assert_tei_error(reply, status, error_type)
-    assert reply.headers["X-Request-Id"]
-    assert backend.seen == []
 
 
 OPENAI_BAD = [
@@ -366,13 +346,22 @@ OPENAI_BAD = [
 ]
 
 
-@pytest.mark.parametrize("body,content_type,status,kind", [b[1:] for b in OPENAI_BAD], ids=[b[0] for b in OPENAI_BAD])
-def test_parse_errors_on_openai_embeddings_use_openai_shape(body: bytes, content_type: str, status: int,
-                                                            kind: str) -> None:
-    reply, backend = one("POST", "/v1/embeddings", FakeBackend(info=EMBEDDER), {"max_inputs": 4},
-                         data=body, headers={"Content-Type": content_type})
-    assert_openai_error(reply, status, kind)
-    assert backend.seen == []
+# Each parse error, on its route, in that route's family's shape.
+PARSE_ERRORS = ([("/", *row) for row in PIPELINE_BAD] + [("/embed", *row) for row in EMBED_BAD]
+                + [("/v1/embeddings", *row) for row in OPENAI_BAD])
+ERROR_SHAPE = {"/": assert_our_error, "/embed": assert_tei_error, "/v1/embeddings": assert_openai_error}
+
+
+@pytest.mark.parametrize("path,body,content_type,status,kind", [(row[0], *row[2:]) for row in PARSE_ERRORS],
+                         ids=[f"{row[0]} {row[1]}" for row in PARSE_ERRORS])
+def test_parse_errors_are_refused_before_the_worker_in_the_routes_shape(
+        path: str, body: bytes, content_type: str, status: int, kind: str) -> None:
+    backend = FakeBackend(info=EMBEDDER) if path != "/" else None
+    reply, backend = one("POST", path, backend, {"max_inputs": 4}, data=body, headers={"Content-Type": content_type})
+    ERROR_SHAPE[path](reply, status, kind)
+    assert generated_id(reply.headers["X-Request-Id"])  # errors carry the id too
+    assert "X-Batch-Size" not in reply.headers
+    assert backend.seen == []  # refused before the worker
 
 
 def test_every_post_route_has_an_error_family() -> None:

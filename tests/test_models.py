@@ -220,18 +220,8 @@ def two_model_server(embedding_model: Path, fill_mask_model: Path, tmp_path_fact
     server = ServerProcess(
         ["--model", f"emb={embedding_model}", "--model", f"mlm={fill_mask_model}", "--max-batch-delay-ms", "2"],
         tmp_path_factory.mktemp("logs") / "two-models.log",
-    ).start(wait_ready=False)
+    ).start(timeout=120)
     # /ready is 200 only once both models are: never before either says so itself
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if server.get("/ready").status == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.05)
-    else:
-        raise TimeoutError(server.log())
     assert all(server.get(f"/models/{name}/info").json()["ready"] for name in ("emb", "mlm"))
     yield server
     server.stop()

@@ -222,3 +222,28 @@ def test_engine_auto_takes_another_engine_only_when_it_is_faster(task_models) ->
     assert slower is None and pipe.model is torch_model
     faster = precision.verify_engine(pipe, "fill-mask", candidate, precision.Gate(), True, timer(candidate))
     assert faster is not None and pipe.model is candidate and faster.speedup == pytest.approx(2.0)
+
+
+def test_one_calibration_serves_the_precision_choice_and_the_engine_check(task_models, monkeypatch) -> None:
+    """Start-up under --dtype auto --engine auto times float32 torch once, not once per check."""
+    pipe = _fill_mask_pipe(task_models["fill-mask"])
+    torch_model = pipe.model
+    timed: list[Any] = []
+
+    def counting_timer(model: Any, features: Any) -> float:
+        timed.append(model)
+        return 10.0 if model is torch_model else 5.0
+
+    class SameAnswers:
+        def __call__(self, **features: Any) -> Any:
+            return torch_model(**features)
+
+    monkeypatch.setattr(precision, "reduced_precisions", lambda device: ["bfloat16"])
+    calibration = precision.Calibration(pipe, counting_timer)
+    report = precision.choose_precision(pipe, "fill-mask", "cpu", "auto", calibration=calibration)
+    assert report.dtype == "bfloat16"  # the stand-in clock makes every other model twice as fast
+    pipe.model = torch_model
+    assert precision.verify_engine(pipe, "fill-mask", SameAnswers(), precision.Gate(), True,
+                                   calibration=calibration) is not None
+    assert sum(model is torch_model for model in timed) == 1
+    assert len(timed) == 3  # float32 torch once, bfloat16 once, the other engine once

@@ -50,15 +50,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
-import time
 import urllib.request
 from contextlib import ExitStack
 
 from bench.harness import (
-    MODELS, OUT, ForeignCpu, Model, RawHelper, Server, load, start_inferserve, wait_for_quiet, write_bodies,
+    MODELS, OUT, ForeignCpu, Model, RawHelper, Server, add_quiet_arguments, load, load_average, start_inferserve,
+    wait_for_quiet, wait_quiet, write_bodies,
 )
 from bench.scenarios.throughput import open_raw_variants, raw_variant
 from bench.sidebyside import CLIENTS, median_ci95, open_blocks, rotate_blocks
@@ -94,9 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--c1-blocks", type=int, default=12, help="blocks of each side at concurrency 1")
     p.add_argument("--client", choices=CLIENTS, default="auto", help="server side of the blocks: wrk if installed")
     p.add_argument("--raw-device", default="cpu")
-    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="LOAD",
-                   help="wait until the 1-minute load average is under LOAD (0: don't wait)")
-    p.add_argument("--wait-max", type=float, default=900.0, help="seconds to wait for --wait-quiet at most")
+    add_quiet_arguments(p, threshold=0.0)
     p.add_argument("--foreign-max", type=float, default=0.3, metavar="CORES",
                    help="a round (sweep, concurrency-1 cycle) waits until processes outside this run use under "
                         "CORES, and one during which they used more is flagged and redone (0: off)")
@@ -108,22 +105,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def label(flags: str) -> str:
     return flags.strip() or "defaults"
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def wait_quiet(threshold: float, longest: float) -> dict:
-    started = time.monotonic()
-    seen = [load_average()]
-    while threshold and seen[-1][0] >= threshold and time.monotonic() - started < longest:
-        print(f"load average {seen[-1]}: waiting for the 1-minute figure to drop under {threshold:g} ...",
-              flush=True)
-        time.sleep(60)
-        seen.append(load_average())
-    return {"threshold": threshold, "waited_s": round(time.monotonic() - started), "polls": seen,
-            "quiet": not threshold or seen[-1][0] < threshold}
 
 
 _waited = [0.0]  # seconds spent in quiet_check's waits this run

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import statistics
@@ -48,15 +47,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.harness import (
-    OUT, ROOT, RawHelper, bench_env, cpu_seconds, finish, load_command, python_module, spawn, start_inferserve,
-    worker_pids, write_json,
+    OUT, ROOT, ForeignCpu, RawHelper, add_quiet_arguments, bench_env, cpu_seconds, finish, load_average,
+    load_command, python_module, spawn, start_inferserve, wait_quiet, worker_pids, write_json,
 )
 from bench.rerank_raw import BATCH_SIZES, PASSAGES, QUERIES, pair_stream, request
 
-try:  # cores used by processes outside this run (bench.harness, where it has it)
-    from bench.harness import ForeignCpu
-except ImportError:  # pragma: no cover
-    ForeignCpu = None
 
 SUMMARY = "rerank pairs/s at c=64 (one query, N documents a request) vs a cross-encoder's raw forward limit (~4 min)"
 MODEL_DIR = OUT / "models" / "minilm-cross-encoder"
@@ -88,52 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-args", default="",
                    help='inferserve flags after "--task text-ranking --dtype float32 --engine torch '
                         '--request-timeout 120" (later ones win), e.g. "--max-batch-size 64"')
-    p.add_argument("--wait-quiet", type=float, default=1.5,
-                   help="wait until no other `python -m bench` runs and the 1-minute load average is under this "
-                        "(0: no wait)")
-    p.add_argument("--wait-max", type=float, default=900, help="longest wait, seconds; then measure anyway")
-
-
-# --- a quiet box -------------------------------------------------------------
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def _ancestors(pid: int) -> set[int]:
-    chain = set()
-    while pid > 1:
-        chain.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return chain
-
-
-def other_benchmarks() -> list[str]:
-    """Command lines of `python -m bench ...` processes other than this one
-    and whatever started it (a shell, timeout)."""
-    found = subprocess.run(["pgrep", "-af", "python -m bench"], capture_output=True, text=True).stdout
-    mine = _ancestors(os.getpid())
-    return [line for line in found.splitlines() if line.split()[0].isdigit() and int(line.split()[0]) not in mine]
-
-
-def wait_quiet(threshold: float, longest: float) -> dict:
-    started = time.monotonic()
-    polls = [{"load_average": load_average(), "other_benchmarks": other_benchmarks()}]
-
-    def busy(poll: dict) -> bool:
-        return bool(threshold) and (poll["load_average"][0] >= threshold or bool(poll["other_benchmarks"]))
-
-    while busy(polls[-1]) and time.monotonic() - started < longest:
-        print(f"load average {polls[-1]['load_average']}, {len(polls[-1]['other_benchmarks'])} other benchmark "
-              f"process(es): waiting (1-minute figure under {threshold:g}, no other `python -m bench`) ...",
-              flush=True)
-        time.sleep(60)
-        polls.append({"load_average": load_average(), "other_benchmarks": other_benchmarks()})
-    return {"threshold": threshold, "waited_s": round(time.monotonic() - started), "polls": polls,
-            "quiet": not busy(polls[-1])}
+    add_quiet_arguments(p, threshold=1.5)
 
 
 # --- the model, the raw helper, the server -----------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 import orjson
@@ -15,18 +15,15 @@ from ..ipc import Call, Outcome, RequestKind
 from .errors import DeadlineExceeded, PayloadError, WorkerUnavailable
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import tei
-from .payload import Parser, parse_openai_embeddings, parse_pipeline
-from .rerank_payload import check_served, parse_cohere_rerank_v1, parse_cohere_rerank_v2, parse_predict, parse_rerank
+from .payload import Parser, parse_pipeline
+from .rerank_payload import check_served
 from .responses import (
     ErrorFactory,
     Failure,
-    cohere_error,
     error_response,
     exception_failure,
     failure_response,
-    openai_error,
     outcome_failure,
-    tei_error,
     unavailable,
 )
 from .sse import stream_events
@@ -37,6 +34,8 @@ from .state import CONFIG_KEY, METRICS_KEY, STATE_KEY
 # stall every other client on the event loop.
 _INLINE_PARSE_BYTES = 64 * 1024
 _MAX_REQUEST_ID_LENGTH = 128
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def health(request: web.Request) -> web.Response:
@@ -111,57 +110,24 @@ async def infer(request: web.Request) -> web.StreamResponse:
     return await _serve(request, parse, error_response)
 
 
-# text-embeddings-inference's routes: its request bodies, answers and errors (tei.py).
+def serving(parse: Parser, error: ErrorFactory, named_by: Callable[[Call], str] | None = None) -> Handler:
+    """A model route's handler: ``_serve`` with the route's parser, its API
+    family's error shape and, where the body names a model, how to read it."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await _serve(request, parse, error, named_by)
+
+    return handle
 
 
-async def embed(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, tei.parse_embed, tei_error)
-
-
-async def embed_all(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, tei.parse_embed_all, tei_error)
-
-
-async def tokenize(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, tei.parse_tokenize, tei_error)
-
-
-async def decode(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, tei.parse_decode, tei_error)
-
-
-async def openai_embeddings(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_openai_embeddings, openai_error, _embed_model_name)
-
-
-def _embed_model_name(call: Call) -> str:
+def embed_model_name(call: Call) -> str:
     assert call.embed is not None
     return call.embed.model_name
 
 
-# Rerank (TEI's /rerank; Cohere's and Jina's /v1/rerank, Cohere's /v2/rerank)
-# and TEI's /predict: rerank_payload.py parses, model/tasks/{rerank,predict}.py answer.
-
-
-async def rerank(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_rerank, tei_error)
-
-
-async def cohere_rerank_v1(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_cohere_rerank_v1, cohere_error, _rerank_model_name)
-
-
-async def cohere_rerank_v2(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_cohere_rerank_v2, cohere_error, _rerank_model_name)
-
-
-def _rerank_model_name(call: Call) -> str:
+def rerank_model_name(call: Call) -> str:
     assert call.rerank is not None
     return call.rerank.model_name
-
-
-async def predict(request: web.Request) -> web.StreamResponse:
-    return await _serve(request, parse_predict, tei_error)
 
 
 async def _serve(

@@ -12,3 +12,8 @@ class ParametersRejected(Exception):
 
 class ModelLoadError(Exception):
     """The model cannot be loaded; the message is safe to log."""
+
+
+def too_long(tokens: int, limit: int, what: str = "input is") -> InputRejected:
+    """The one wording of "longer than the model takes" (TEI's sense of it)."""
+    return InputRejected(f"{what} {tokens} tokens long; the model takes at most {limit}")

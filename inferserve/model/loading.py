@@ -92,7 +92,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     import torch
     import transformers
 
-    from .precision import Gate, choose_precision
+    from .precision import Calibration, Gate, choose_precision
     from .tasks.own_pipelines import build_own_pipeline
 
     steps["import"] = time.perf_counter() - started
@@ -126,12 +126,14 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         log.info("feature-extraction: the model's pooler is not run (its output is never used)")
     started = time.perf_counter()
     gate = Gate(spec.min_cosine, spec.max_prob_diff)
-    precision = _use_engine(pipe, task, spec, threads, gate) if spec.engine == "onnx" else None
+    # One calibration (features, float32 answers, float32 timing) for every check below.
+    calibration = Calibration(pipe)
+    precision = _use_engine(pipe, task, spec, threads, gate, calibration) if spec.engine == "onnx" else None
     engine = "onnx" if precision is not None else "torch"
     if precision is None:
-        precision = choose_precision(pipe, task, device, spec.dtype, gate)
+        precision = choose_precision(pipe, task, device, spec.dtype, gate, calibration=calibration)
     if spec.engine == "auto" and precision.dtype == "float32" and device == "cpu":
-        faster = _try_faster_engine(pipe, task, spec, threads, gate)
+        faster = _try_faster_engine(pipe, task, spec, threads, gate, calibration)
         if faster is not None:
             precision, engine = faster, "onnx"
     steps["precision"] = time.perf_counter() - started
@@ -147,7 +149,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     )
 
 
-def _use_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any) -> PrecisionReport | None:
+def _use_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any,
+                calibration: Any) -> PrecisionReport | None:
     """Put another engine's model in the pipeline if it agrees with torch's."""
     from .engines import default_cache_dir, onnx_model
     from .precision import verify_engine
@@ -155,10 +158,11 @@ def _use_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any) 
     if spec.dtype not in ("auto", "float32"):
         raise ModelLoadError(f"--engine {spec.engine} runs float32; it cannot serve --dtype {spec.dtype}")
     candidate = onnx_model(pipe, task, spec.model, spec.cache_dir or default_cache_dir(), threads)
-    return verify_engine(pipe, task, candidate, gate)
+    return verify_engine(pipe, task, candidate, gate, calibration=calibration)
 
 
-def _try_faster_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any) -> PrecisionReport | None:
+def _try_faster_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any,
+                       calibration: Any) -> PrecisionReport | None:
     """--engine auto: ONNX Runtime where it is installed, serves the task,
     agrees with torch and is faster on the calibration set; else None."""
     from .engines import default_cache_dir, onnx_available, onnx_model
@@ -168,7 +172,7 @@ def _try_faster_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate
         return None
     try:
         candidate = onnx_model(pipe, task, spec.model, spec.cache_dir or default_cache_dir(), threads)
-        return verify_engine(pipe, task, candidate, gate, must_be_faster=True)
+        return verify_engine(pipe, task, candidate, gate, must_be_faster=True, calibration=calibration)
     except Exception as exc:  # noqa: BLE001 - an optional speed-up: any failure leaves torch serving
         log.warning("engine auto: keeping torch (%s: %s)", type(exc).__name__, exc)
         return None

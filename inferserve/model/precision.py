@@ -13,6 +13,7 @@ Why these thresholds: docs/design.md#precision.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import statistics
@@ -90,31 +91,55 @@ def _cpu_has_bf16() -> bool:
 Timer = Callable[[Any, Any], float]
 
 
+class Calibration:
+    """The calibration batch and the float32 torch model's answers to it,
+    each computed once: the precision choice and the engine check share them."""
+
+    def __init__(self, pipe: Any, timer: Timer | None = None) -> None:
+        self.time_forward = timer or _time_forward
+        self._pipe = pipe
+        self._model = pipe.model  # float32 torch: the reference
+
+    @functools.cached_property
+    def features(self) -> dict[str, Any] | None:
+        return _calibration_features(self._pipe)
+
+    @functools.cached_property
+    def reference(self) -> Any:
+        return _raw_output(self._model, self.features)
+
+    @functools.cached_property
+    def reference_ms(self) -> float:
+        return self.time_forward(self._model, self.features)
+
+
 def choose_precision(
     pipe: Any, task: str, device: str, requested: str, gate: Gate = Gate(), timer: Timer | None = None,
+    calibration: Calibration | None = None,
 ) -> PrecisionReport:
     """Put ``pipe.model`` in the chosen precision; report what and why."""
     import torch
 
     if requested == "float32":
         return PrecisionReport("float32", requested, "asked for float32")
-    features = _calibration_features(pipe)
+    candidates = [requested] if requested != "auto" else reduced_precisions(device)
+    if not candidates:
+        return PrecisionReport("float32", requested, "float32 kept (no reduced precision this device does well)")
+    calibration = calibration or Calibration(pipe, timer)
+    features = calibration.features
     if features is None:  # no tokenizer, or an encoder-decoder: nothing to compare
         if requested == "auto":
             return PrecisionReport("float32", requested, "float32 kept: no calibration for this model")
         pipe.model = pipe.model.to(getattr(torch, requested))
         return PrecisionReport(requested, requested, "as asked; not verified: no calibration for this model")
-    time_forward = timer or _time_forward
     reference_model = pipe.model
-    reference = _raw_output(reference_model, features)
-    reference_ms = time_forward(reference_model, features)
-    candidates = [requested] if requested != "auto" else reduced_precisions(device)
+    reference, reference_ms = calibration.reference, calibration.reference_ms
     best: tuple[str, Any, _Agreement, float] | None = None
     reasons = []
     for name in candidates:
         candidate = copy.deepcopy(reference_model).to(getattr(torch, name))
         agreement = _agreement(reference, _raw_output(candidate, features), features, task in SOFTMAX_TASKS)
-        elapsed_ms = time_forward(candidate, features)
+        elapsed_ms = calibration.time_forward(candidate, features)
         speedup = reference_ms / elapsed_ms if elapsed_ms > 0 else 0.0
         note = f"{name}: {speedup:.2f}x float32's speed, min cosine {agreement.min_cosine:.6f}"
         if agreement.max_prob_diff is not None:
@@ -128,8 +153,7 @@ def choose_precision(
         if best is None or elapsed_ms < best[3]:
             best = (name, candidate, agreement, elapsed_ms)
     if best is None:
-        why = "; ".join(reasons) or "no reduced precision this device does well"
-        return PrecisionReport("float32", requested, f"float32 kept ({why})")
+        return PrecisionReport("float32", requested, f"float32 kept ({'; '.join(reasons)})")
     name, candidate, agreement, elapsed_ms = best
     pipe.model = candidate
     return PrecisionReport(
@@ -140,23 +164,24 @@ def choose_precision(
 
 def verify_engine(
     pipe: Any, task: str, candidate: Any, gate: Gate, must_be_faster: bool = False, timer: Timer | None = None,
+    calibration: Calibration | None = None,
 ) -> PrecisionReport | None:
     """Swap in ``candidate`` (another engine's model) if its outputs agree
     with the torch model's in float32 (and, with ``must_be_faster``, if it
     runs the calibration set faster); None (and nothing swapped) if not."""
-    features = _calibration_features(pipe)
+    calibration = calibration or Calibration(pipe, timer)
+    features = calibration.features
     if features is None:
         return None
-    reference = _raw_output(pipe.model, features)
-    agreement = _agreement(reference, _raw_output(candidate, features), features, task in SOFTMAX_TASKS)
+    agreement = _agreement(calibration.reference, _raw_output(candidate, features), features,
+                           task in SOFTMAX_TASKS)
     note = f"min cosine {agreement.min_cosine:.6f}"
     if agreement.max_prob_diff is not None:
         note += f", max probability change {agreement.max_prob_diff:.2e}"
     if not agreement.passes(gate):
         log.warning("the engine's outputs fail the agreement gate (%s): serving with torch", note)
         return None
-    time_forward = timer or _time_forward
-    reference_ms, candidate_ms = time_forward(pipe.model, features), time_forward(candidate, features)
+    reference_ms, candidate_ms = calibration.reference_ms, calibration.time_forward(candidate, features)
     speedup = reference_ms / candidate_ms if candidate_ms > 0 else 0.0
     note = f"{speedup:.2f}x torch's speed, {note}"
     if must_be_faster and speedup < _SPEEDUP_NEEDED:

@@ -25,7 +25,7 @@ import orjson
 import torch
 
 from ...ipc import Call, EmbedOptions
-from ..errors import InputRejected, ParametersRejected
+from ..errors import ParametersRejected, too_long
 from ..tokens import token_limit
 from .base import Prepared, TaskPlan, run_isolated
 from .tokenization import TRUNCATION_DIRECTIONS, encode_input, prompt_text, read_prompts
@@ -135,7 +135,7 @@ class SentenceEmbeddingTask:
                                       max_length=self.max_tokens if truncate else None)["input_ids"]
             for i, ids in zip(indices, encoded):
                 if not truncate and self.max_tokens is not None and len(ids) > self.max_tokens:
-                    results[i] = InputRejected(f"input is {len(ids)} tokens long; the model takes at most {self.max_tokens}")
+                    results[i] = too_long(len(ids), self.max_tokens)
                 else:
                     results[i] = Prepared(value=items[i][0], features=ids, tokens=len(ids))
         return results  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputRejected, ParametersRejected
+from ..errors import InputRejected, ParametersRejected, too_long
 from ..tokens import token_limit
 from .base import Prepared, run_isolated
 
@@ -48,7 +48,7 @@ class PairScorer:
         if self.max_tokens is not None and tokens > self.max_tokens:
             if not (self._truncate if truncate is None else truncate):
                 what = "the pair is" if pair is not None else "input is"
-                raise InputRejected(f"{what} {tokens} tokens long; the model takes at most {self.max_tokens}")
+                raise too_long(tokens, self.max_tokens, what)
             features = self._tokenize(text, pair, self.max_tokens, left)
             tokens = len(features["input_ids"])
         return Prepared(value=(text, pair), features=features, tokens=tokens)

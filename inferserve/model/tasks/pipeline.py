@@ -24,7 +24,7 @@ import torch
 from transformers.pipelines.base import pad_collate_fn
 
 from ...ipc import Call
-from ..errors import InputRejected, ParametersRejected
+from ..errors import InputRejected, ParametersRejected, too_long
 from ..tokens import token_limit
 from .base import Prepared, PreparesOneByOne, TaskPlan, run_isolated
 from .own_base import OwnPipeline
@@ -101,9 +101,7 @@ class PipelineTask(PreparesOneByOne):
         tokens = int(features["input_ids"].shape[-1])
         if self.max_tokens is not None and tokens > self.max_tokens:
             if not self._truncate:
-                raise InputRejected(
-                    f"input is {tokens} tokens long; the model takes at most {self.max_tokens}"
-                )
+                raise too_long(tokens, self.max_tokens)
             features = self._preprocess(value, self._truncating(params.preprocess))
             tokens = int(features["input_ids"].shape[-1])
         return Prepared(value=value, features=features, tokens=tokens)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from ...ipc import Call, RequestKind
-from ..errors import InputRejected, ParametersRejected
+from ..errors import InputRejected, ParametersRejected, too_long
 
 TRUNCATION_DIRECTIONS = ("right", "left")
 
@@ -77,7 +77,7 @@ def encode_input(
     if limit is None or len(ids) <= limit:
         return ids
     if not truncate:
-        raise InputRejected(f"input is {len(ids)} tokens long; the model takes at most {limit}")
+        raise too_long(len(ids), limit)
     # The tokenizer truncates the text and keeps its special tokens; the side
     # is a tokenizer attribute (only the model thread tokenizes: no race).
     side = tokenizer.truncation_side
@@ -92,7 +92,7 @@ def _limited(ids: list[int], limit: int | None, truncate: bool, direction: str) 
     if limit is None or len(ids) <= limit:
         return ids
     if not truncate:
-        raise InputRejected(f"input is {len(ids)} tokens long; the model takes at most {limit}")
+        raise too_long(len(ids), limit)
     return ids[-limit:] if direction == "left" else ids[:limit]
 
 
