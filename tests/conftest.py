@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ServerProcess, build_tiny_bert
+from helpers import ServerProcess, build_tiny_bert, start_together, stop_all
 
 
 @pytest.fixture(scope="session")
@@ -37,20 +37,27 @@ def server_factory(tmp_path: Path):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def fill_mask_server(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    server = ServerProcess(
-        ["--model", str(fill_mask_model), "--max-batch-size", "4", "--max-batch-delay-ms", "20",
-         "--max-body-bytes", "4096", "--max-inputs", "16"],
-        tmp_path_factory.mktemp("logs") / "fill-mask.log",
-    ).start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="session")
+def shared_servers(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The servers many modules read from without changing: started once, side by side."""
+    logs = tmp_path_factory.mktemp("logs")
+    servers = {
+        "fill-mask": ServerProcess(
+            ["--model", str(fill_mask_model), "--max-batch-size", "4", "--max-batch-delay-ms", "20",
+             "--max-body-bytes", "4096", "--max-inputs", "16"], logs / "fill-mask.log"),
+        # The embedded all-MiniLM-L6-v2, served with no --model (as a newcomer does).
+        "default": ServerProcess(["--max-batch-size", "8"], logs / "default.log"),
+    }
+    start_together(list(servers.values()))
+    yield servers
+    stop_all(list(servers.values()))
 
 
-@pytest.fixture(scope="module")
-def default_model_server(tmp_path_factory: pytest.TempPathFactory):
-    """The embedded all-MiniLM-L6-v2, served with no --model (as a newcomer does)."""
-    server = ServerProcess(["--max-batch-size", "8"], tmp_path_factory.mktemp("logs") / "default.log").start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="session")
+def fill_mask_server(shared_servers: dict[str, ServerProcess]) -> ServerProcess:
+    return shared_servers["fill-mask"]
+
+
+@pytest.fixture(scope="session")
+def default_model_server(shared_servers: dict[str, ServerProcess]) -> ServerProcess:
+    return shared_servers["default"]

@@ -286,69 +286,64 @@ def generated_id(value: str) -> bool:
 
 # ---- errors: the parser -----------------------------------------------------
 
-PIPELINE_BAD = [
-    # (id, body, content type, status, type)
-    ("malformed json", b'{"inputs": ', "application/json", 400, "invalid_json"),
-    ("json not an object", b'["a"]', "application/json", 400, "invalid_request"),
-    ("missing inputs", b'{"input": "x"}', "application/json", 400, "missing_inputs"),
-    ("empty string", b'{"inputs": ""}', "application/json", 400, "empty_input"),
-    ("blank string", b'{"inputs": "  \\n "}', "application/json", 400, "empty_input"),
-    ("empty list", b'{"inputs": []}', "application/json", 400, "empty_input"),
-    ("empty string in a list", b'{"inputs": ["a", ""]}', "application/json", 400, "empty_input"),
-    ("number input", b'{"inputs": 42}', "application/json", 400, "invalid_input"),
-    ("null input", b'{"inputs": null}', "application/json", 400, "invalid_input"),
-    ("number in a list", b'{"inputs": ["a", 3]}', "application/json", 400, "invalid_input"),
-    ("empty object input", b'{"inputs": {}}', "application/json", 400, "invalid_input"),
-    ("object with a number", b'{"inputs": {"question": "q", "context": 1}}', "application/json", 400,
+# Each parse error on its route, answered in that route's API family's shape.
+PARSE_ERRORS = [
+    # (route, id, body, content type, status, type)
+    # POST /: ours.
+    ("/", "malformed json", b'{"inputs": ', "application/json", 400, "invalid_json"),
+    ("/", "json not an object", b'["a"]', "application/json", 400, "invalid_request"),
+    ("/", "missing inputs", b'{"input": "x"}', "application/json", 400, "missing_inputs"),
+    ("/", "empty string", b'{"inputs": ""}', "application/json", 400, "empty_input"),
+    ("/", "blank string", b'{"inputs": "  \\n "}', "application/json", 400, "empty_input"),
+    ("/", "empty list", b'{"inputs": []}', "application/json", 400, "empty_input"),
+    ("/", "empty string in a list", b'{"inputs": ["a", ""]}', "application/json", 400, "empty_input"),
+    ("/", "number input", b'{"inputs": 42}', "application/json", 400, "invalid_input"),
+    ("/", "null input", b'{"inputs": null}', "application/json", 400, "invalid_input"),
+    ("/", "number in a list", b'{"inputs": ["a", 3]}', "application/json", 400, "invalid_input"),
+    ("/", "empty object input", b'{"inputs": {}}', "application/json", 400, "invalid_input"),
+    ("/", "object with a number", b'{"inputs": {"question": "q", "context": 1}}', "application/json", 400,
      "invalid_input"),
-    ("parameters not an object", b'{"inputs": "a", "parameters": 3}', "application/json", 400,
+    ("/", "parameters not an object", b'{"inputs": "a", "parameters": 3}', "application/json", 400,
      "invalid_parameters"),
-    ("stream not a bool", b'{"inputs": "a", "stream": "yes"}', "application/json", 400, "invalid_request"),
-    ("stream of a list", b'{"inputs": ["a", "b"], "stream": true}', "application/json", 400, "invalid_request"),
-    ("stream of an object", b'{"inputs": {"text": "a"}, "stream": true}', "application/json", 400,
+    ("/", "stream not a bool", b'{"inputs": "a", "stream": "yes"}', "application/json", 400, "invalid_request"),
+    ("/", "stream of a list", b'{"inputs": ["a", "b"], "stream": true}', "application/json", 400, "invalid_request"),
+    ("/", "stream of an object", b'{"inputs": {"text": "a"}, "stream": true}', "application/json", 400,
      "invalid_request"),
-    ("invalid utf-8", b"\xff\xfe caf\xc3\x28", "text/plain", 400, "invalid_encoding"),
-    ("empty raw body", b"", "text/plain", 400, "empty_input"),
-    ("blank raw body", b" \n\t ", "application/x-www-form-urlencoded", 400, "empty_input"),
-    ("too many inputs", orjson.dumps({"inputs": ["a"] * 5}), "application/json", 413, "too_many_inputs"),
-    ("unsupported type", b"\x89PNG", "image/png", 415, "unsupported_media_type"),
-    ("multipart", b"--x--", "multipart/form-data; boundary=x", 415, "unsupported_media_type"),
-]
-
-
-# /embed is text-embeddings-inference's: its statuses (422 for a body of the
-# wrong shape) and its error shape. (Its full contract is TEI's tests' job.)
-EMBED_BAD = [
-    ("raw text", b"hello", "text/plain", 415, "Validation"),
-    ("malformed json", b"{", "application/json", 400, "Validation"),
-    ("missing inputs", b'{"input": "a"}', "application/json", 422, "Validation"),
-    ("empty list", b'{"inputs": []}', "application/json", 400, "Empty"),
-    ("object input", b'{"inputs": {"text": "a"}}', "application/json", 422, "Validation"),
-    ("too many inputs", orjson.dumps({"inputs": ["a"] * 5}), "application/json", 413, "Validation"),
-]
-
-
-OPENAI_BAD = [
-    ("raw text", b"hello", "text/plain", 415, "unsupported_media_type"),
-    ("malformed json", b"{", "application/json", 400, "invalid_json"),
-    ("not an object", b'"a"', "application/json", 400, "invalid_request"),
-    ("missing input", b'{"inputs": "a"}', "application/json", 400, "missing_inputs"),
-    ("empty list", b'{"input": []}', "application/json", 400, "empty_input"),
-    ("empty token list", b'{"input": [[]]}', "application/json", 400, "invalid_input"),
-    ("mixed ids and text", b'{"input": [1, "a"]}', "application/json", 400, "invalid_input"),
-    ("bool token ids", b'{"input": [[true, 2]]}', "application/json", 400, "invalid_input"),
-    ("bad encoding_format", b'{"input": "a", "encoding_format": "hex"}', "application/json", 400,
+    ("/", "invalid utf-8", b"\xff\xfe caf\xc3\x28", "text/plain", 400, "invalid_encoding"),
+    ("/", "empty raw body", b"", "text/plain", 400, "empty_input"),
+    ("/", "blank raw body", b" \n\t ", "application/x-www-form-urlencoded", 400, "empty_input"),
+    ("/", "too many inputs", orjson.dumps({"inputs": ["a"] * 5}), "application/json", 413, "too_many_inputs"),
+    ("/", "unsupported type", b"\x89PNG", "image/png", 415, "unsupported_media_type"),
+    ("/", "multipart", b"--x--", "multipart/form-data; boundary=x", 415, "unsupported_media_type"),
+    # /embed is text-embeddings-inference's: its statuses (422 for a body of the
+    # wrong shape) and its error shape. (Its full contract is TEI's tests' job.)
+    ("/embed", "raw text", b"hello", "text/plain", 415, "Validation"),
+    ("/embed", "malformed json", b"{", "application/json", 400, "Validation"),
+    ("/embed", "missing inputs", b'{"input": "a"}', "application/json", 422, "Validation"),
+    ("/embed", "empty list", b'{"inputs": []}', "application/json", 400, "Empty"),
+    ("/embed", "object input", b'{"inputs": {"text": "a"}}', "application/json", 422, "Validation"),
+    ("/embed", "too many inputs", orjson.dumps({"inputs": ["a"] * 5}), "application/json", 413, "Validation"),
+    # /v1/embeddings: OpenAI's.
+    ("/v1/embeddings", "raw text", b"hello", "text/plain", 415, "unsupported_media_type"),
+    ("/v1/embeddings", "malformed json", b"{", "application/json", 400, "invalid_json"),
+    ("/v1/embeddings", "not an object", b'"a"', "application/json", 400, "invalid_request"),
+    ("/v1/embeddings", "missing input", b'{"inputs": "a"}', "application/json", 400, "missing_inputs"),
+    ("/v1/embeddings", "empty list", b'{"input": []}', "application/json", 400, "empty_input"),
+    ("/v1/embeddings", "empty token list", b'{"input": [[]]}', "application/json", 400, "invalid_input"),
+    ("/v1/embeddings", "mixed ids and text", b'{"input": [1, "a"]}', "application/json", 400, "invalid_input"),
+    ("/v1/embeddings", "bool token ids", b'{"input": [[true, 2]]}', "application/json", 400, "invalid_input"),
+    ("/v1/embeddings", "bad encoding_format", b'{"input": "a", "encoding_format": "hex"}', "application/json", 400,
      "invalid_parameters"),
-    ("zero dimensions", b'{"input": "a", "dimensions": 0}', "application/json", 400, "invalid_parameters"),
-    ("bool dimensions", b'{"input": "a", "dimensions": true}', "application/json", 400, "invalid_parameters"),
-    ("model not a string", b'{"input": "a", "model": 3}', "application/json", 400, "invalid_parameters"),
-    ("too many inputs", orjson.dumps({"input": ["a"] * 5}), "application/json", 413, "too_many_inputs"),
+    ("/v1/embeddings", "zero dimensions", b'{"input": "a", "dimensions": 0}', "application/json",
+     400, "invalid_parameters"),
+    ("/v1/embeddings", "bool dimensions", b'{"input": "a", "dimensions": true}', "application/json",
+     400, "invalid_parameters"),
+    ("/v1/embeddings", "model not a string", b'{"input": "a", "model": 3}', "application/json",
+     400, "invalid_parameters"),
+    ("/v1/embeddings", "too many inputs", orjson.dumps({"input": ["a"] * 5}), "application/json",
+     413, "too_many_inputs"),
 ]
 
-
-# Each parse error, on its route, in that route's family's shape.
-PARSE_ERRORS = ([("/", *row) for row in PIPELINE_BAD] + [("/embed", *row) for row in EMBED_BAD]
-                + [("/v1/embeddings", *row) for row in OPENAI_BAD])
 ERROR_SHAPE = {"/": assert_our_error, "/embed": assert_tei_error, "/v1/embeddings": assert_openai_error}
 
 

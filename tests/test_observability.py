@@ -13,20 +13,30 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from helpers import ServerProcess, scrape, wait_until
+from helpers import ServerProcess, scrape, start_together, stop_all, wait_until
 
 MAX_BATCH = 4
 
 
+TOKEN_BUDGET = 64
+
+
 @pytest.fixture(scope="module")
-def observed_server(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    server = ServerProcess(
-        ["--model", str(fill_mask_model), "--max-batch-size", str(MAX_BATCH), "--max-batch-delay-ms", "15",
-         "--max-queue", "77", "--request-timeout", "12", "--log-format", "json"],
-        tmp_path_factory.mktemp("logs") / "observed.log",
-    ).start()
-    yield server
-    server.stop()
+def servers(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    logs, model = tmp_path_factory.mktemp("logs"), ["--model", str(fill_mask_model)]
+    started = start_together([
+        ServerProcess([*model, "--max-batch-size", str(MAX_BATCH), "--max-batch-delay-ms", "15", "--max-queue", "77",
+                       "--request-timeout", "12", "--log-format", "json"], logs / "observed.log"),
+        ServerProcess([*model, "--max-batch-size", "16", "--max-batch-tokens", str(TOKEN_BUDGET),
+                       "--max-batch-delay-ms", "100", "--batch-wait", "fixed"], logs / "token-budget.log"),
+    ])
+    yield started
+    stop_all(started)
+
+
+@pytest.fixture(scope="module")
+def observed_server(servers: list[ServerProcess]) -> ServerProcess:
+    return servers[0]
 
 
 async def _post_many(url: str, count: int) -> list[tuple[int, dict[str, str], float]]:
@@ -109,10 +119,8 @@ def test_json_logs_have_one_object_per_request(observed_server: ServerProcess) -
     assert "loaded" in messages and "warm-up" in messages
 
 
-def test_token_budget_bounds_every_batch(server_factory, fill_mask_model: Path) -> None:
-    budget = 64
-    server = server_factory("--model", str(fill_mask_model), "--max-batch-size", "16",
-                            "--max-batch-tokens", str(budget), "--max-batch-delay-ms", "100", "--batch-wait", "fixed")
+def test_token_budget_bounds_every_batch(servers: list[ServerProcess]) -> None:
+    budget, server = TOKEN_BUDGET, servers[1]
     long_text = "a rather long input sentence " * 5 + "[MASK]"  # ~30 tokens
     texts = [long_text if i % 3 == 0 else f"short {i} [MASK]" for i in range(24)]
 

@@ -148,16 +148,18 @@ def test_a_broken_reduced_path_fails_the_gate(task_models, monkeypatch) -> None:
 
 
 def test_info_reports_the_chosen_precision(server_factory, task_models) -> None:
-    server = server_factory("--model", str(task_models["feature-extraction"]), "--task", "feature-extraction",
-                            "--dtype", "auto", "--min-cosine", "1.01")
+    model = ("--model", str(task_models["feature-extraction"]), "--task", "feature-extraction")
+    server = server_factory(*model, "--dtype", "auto", "--min-cosine", "1.01", wait_ready=False)
+    forced_server = server_factory(*model, "--dtype", "bfloat16", wait_ready=False)  # both load side by side
+    server.wait_ready()
     info = server.get("/info").json()
     assert info["dtype"] == "float32"
     report = info["precision"]
     assert report["dtype"] == "float32" and report["requested"] == "auto"
     assert "float32 kept" in report["reason"]
     assert "precision float32 (asked: auto)" in server.log()
-    forced = server_factory("--model", str(task_models["feature-extraction"]), "--task", "feature-extraction",
-                            "--dtype", "bfloat16").get("/info").json()
+    forced_server.wait_ready()
+    forced = forced_server.get("/info").json()
     assert forced["dtype"] == "bfloat16"
     assert forced["precision"]["min_cosine"] > 0.99
 
@@ -165,7 +167,8 @@ def test_info_reports_the_chosen_precision(server_factory, task_models) -> None:
 # ---- engines ----------------------------------------------------------------
 
 
-def test_onnx_engine_serves_the_same_answers_and_is_exported_once(server_factory, task_models, tmp_path) -> None:
+def test_onnx_engine_serves_the_same_answers_and_is_exported_once(server_factory, task_models, tmp_path,
+                                                                  monkeypatch) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     import transformers
@@ -184,9 +187,15 @@ def test_onnx_engine_serves_the_same_answers_and_is_exported_once(server_factory
         assert [g["token"] for g in got] == [w["token"] for w in want]
         assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], rel=1e-3)
     server.stop()
-    again = server_factory(*args)  # the cached export is reused
-    assert again.get("/info").json()["engine"] == "onnx"
-    assert "exporting the model to ONNX" not in again.log()
+    # The next start finds the export the server cached: the same code, in-process, exports nothing.
+    from inferserve.model import engines
+
+    def no_export(*args: Any) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(engines, "_export", no_export)
+    again = engines.onnx_model(_fill_mask_pipe(Path(model)), "fill-mask", model, str(tmp_path / "cache"), 1)
+    assert isinstance(again, engines.OnnxRuntimeModel)
 
 
 def test_an_engine_that_disagrees_is_not_used(task_models) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from helpers import ServerProcess, build_tiny_bert, scrape
+from helpers import ServerProcess, build_tiny_bert, scrape, start_together, stop_all
 
 QUERY = "what is the capital of france?"
 DOCS = [
@@ -43,24 +43,27 @@ def classifier(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reranker(cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory):
-    # A fixed wait of 500 ms: pairs of requests sent close together share batches.
-    server = ServerProcess(
-        ["--model", str(cross_encoder), "--served-model-name", "tiny-reranker", "--max-batch-size", "64",
-         "--max-batch-delay-ms", "500", "--batch-wait", "fixed", "--max-batch-tokens", str(TOKEN_BUDGET),
-         "--max-inputs", "150"],
-        tmp_path_factory.mktemp("logs") / "reranker.log",
-    ).start()
-    yield server
-    server.stop()
+def servers(cross_encoder: Path, classifier: Path, tmp_path_factory: pytest.TempPathFactory):
+    logs = tmp_path_factory.mktemp("logs")
+    started = start_together([
+        # A fixed wait of 500 ms: pairs of requests sent close together share batches.
+        ServerProcess(["--model", str(cross_encoder), "--served-model-name", "tiny-reranker", "--max-batch-size", "64",
+                       "--max-batch-delay-ms", "500", "--batch-wait", "fixed", "--max-batch-tokens", str(TOKEN_BUDGET),
+                       "--max-inputs", "150"], logs / "reranker.log"),
+        ServerProcess(["--model", str(classifier), "--max-inputs", "8"], logs / "classifier.log"),
+    ])
+    yield started
+    stop_all(started)
 
 
 @pytest.fixture(scope="module")
-def classifier_server(classifier: Path, tmp_path_factory: pytest.TempPathFactory):
-    server = ServerProcess(["--model", str(classifier), "--max-inputs", "8"],
-                           tmp_path_factory.mktemp("logs") / "classifier.log").start()
-    yield server
-    server.stop()
+def reranker(servers: list[ServerProcess]) -> ServerProcess:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def classifier_server(servers: list[ServerProcess]) -> ServerProcess:
+    return servers[1]
 
 
 def _logits(model_dir: Path, pairs: list[tuple[str, str | None]]) -> list[list[float]]:

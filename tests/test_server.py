@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from helpers import ServerProcess, mapped_libraries, pid_alive, wait_until
+from helpers import ServerProcess, mapped_libraries, pid_alive, start_together, stop_all, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +130,28 @@ def test_front_end_never_loads_torch(fill_mask_server: ServerProcess) -> None:
     assert "libtorch" in mapped_libraries(worker)  # the check itself can see torch
 
 
-def test_lone_request_waits_at_most_the_batch_delay(server_factory, fill_mask_model: Path) -> None:
-    delay_ms = 300
-    server = server_factory("--model", str(fill_mask_model), "--max-batch-delay-ms", str(delay_ms), "--batch-wait", "fixed")
+FIXED_DELAY_MS = 300
+
+
+@pytest.fixture(scope="module")
+def configured(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Servers with the flags one test each needs, started side by side."""
+    logs, model = tmp_path_factory.mktemp("logs"), ["--model", str(fill_mask_model)]
+    servers = {
+        "fixed": ServerProcess([*model, "--max-batch-delay-ms", str(FIXED_DELAY_MS), "--batch-wait", "fixed"],
+                               logs / "fixed.log"),
+        "adaptive": ServerProcess([*model, "--max-batch-delay-ms", "1000"], logs / "adaptive.log"),
+        "large bodies": ServerProcess([*model, "--max-batch-size", "8", "--max-body-bytes", "2000000",
+                                       "--max-inputs", "64"], logs / "large.log"),
+    }
+    start_together(list(servers.values()))
+    yield servers
+    stop_all(list(servers.values()))
+
+
+def test_lone_request_waits_at_most_the_batch_delay(configured: dict[str, ServerProcess]) -> None:
+    delay_ms = FIXED_DELAY_MS
+    server = configured["fixed"]
     server.post_text("warm [MASK]")
     started = time.monotonic()
     response = server.post_text("lone [MASK]")
@@ -143,21 +162,20 @@ def test_lone_request_waits_at_most_the_batch_delay(server_factory, fill_mask_mo
     assert elapsed_ms <= delay_ms + compute_ms + 150  # ...and no longer
 
 
-def test_adaptive_wait_answers_a_lone_request_without_the_delay(server_factory, fill_mask_model: Path) -> None:
-    server = server_factory("--model", str(fill_mask_model), "--max-batch-delay-ms", "1000")
+def test_adaptive_wait_answers_a_lone_request_without_the_delay(configured: dict[str, ServerProcess]) -> None:
+    server = configured["adaptive"]
     server.post_text("warm [MASK]")
     started = time.monotonic()
     assert server.post_text("lone [MASK]").status == 200
     assert time.monotonic() - started < 0.5
 
 
-def test_requests_larger_than_the_worker_pipe_all_arrive_whole(server_factory, fill_mask_model: Path) -> None:
+def test_requests_larger_than_the_worker_pipe_all_arrive_whole(configured: dict[str, ServerProcess]) -> None:
     """Four ~700 KB requests at once: more than the 1 MiB pipe holds while the
     worker computes. The front-end queues what the pipe cannot take (it never
     blocks its loop on a full pipe) and every request comes back whole, with
     its own answers, in order."""
-    server = server_factory("--model", str(fill_mask_model), "--max-batch-size", "8",
-                            "--max-body-bytes", "2000000", "--max-inputs", "64")
+    server = configured["large bodies"]
     filler = " " + "x" * 17_000  # ~17 KB per input, yet one (unknown) token: cheap to tokenize
     bodies = [{"inputs": [f"[MASK] request {r} input {i}{filler}" for i in range(40)]} for r in range(4)]
     assert all(len(json.dumps(b)) > 650_000 for b in bodies)
@@ -170,23 +188,38 @@ def test_requests_larger_than_the_worker_pipe_all_arrive_whole(server_factory, f
     assert server.get("/health").status == 200
 
 
-def test_sigterm_stops_server_and_worker(server_factory, fill_mask_model: Path) -> None:
-    server = server_factory("--model", str(fill_mask_model))
-    assert server.worker_pids()
-    workers = server.all_children()
-    assert server.stop(signal.SIGTERM) == 0
+def test_sigterm_or_sigkill_of_the_front_end_leaves_no_worker(server_factory, fill_mask_model: Path) -> None:
+    """SIGTERM: a clean exit, 0; SIGKILL: the workers die with it (PR_SET_PDEATHSIG), no orphans."""
+    terminated, killed = (server_factory("--model", str(fill_mask_model), wait_ready=False) for _ in range(2))
+    for server in (terminated, killed):
+        server.wait_ready()
+        assert server.worker_pids()
+    workers = terminated.all_children() + killed.all_children()
+    assert terminated.stop(signal.SIGTERM) == 0
+    killed.stop(signal.SIGKILL)
     wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5, interval=0.05, what="workers gone")
 
 
-def test_sigkill_of_the_front_end_leaves_no_orphan_worker(server_factory, fill_mask_model: Path) -> None:
-    server = server_factory("--model", str(fill_mask_model))
-    assert server.worker_pids()
+def test_sigterm_while_the_model_loads_stops_its_worker_without_waiting(server_factory, fill_mask_model: Path) -> None:
+    """A loading worker reads no message until it is ready; the drain does not wait for it."""
+    server = server_factory("--model", str(fill_mask_model), wait_ready=False)
+
+    def loading() -> bool:
+        try:
+            return bool(server.worker_pids()) and server.get("/ready").status == 503
+        except OSError:  # not listening yet
+            return False
+
+    wait_until(loading, timeout=30, interval=0.05, what="listening while the worker loads")
     workers = server.all_children()
-    server.stop(signal.SIGKILL)
-    wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5, interval=0.05, what="no orphan workers")
+    assert server.stop(signal.SIGTERM) == 0
+    assert "stopped while loading" in server.log() and " ready: model" not in server.log()
+    wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5, interval=0.05, what="workers gone")
 
 
 def test_a_model_that_cannot_load_exits_with_an_error(server_factory, tmp_path: Path) -> None:
     server = server_factory("--model", str(tmp_path / "does-not-exist"), "--task", "fill-mask", wait_ready=False)
     assert server.process.wait(60) == 1
     assert "cannot serve" in server.log()
+    assert "no such file or directory" in server.log()  # said before the worker imports torch
+    assert "imported torch" not in server.log()

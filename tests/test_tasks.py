@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from helpers import ServerProcess, build_tiny_bert, build_tiny_gpt2
+from helpers import ServerProcess, build_tiny_bert, build_tiny_gpt2, start_together, stop_all
 
 SENTIMENT = {0: "negative", 1: "neutral", 2: "positive"}
 ENTITIES = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
@@ -67,20 +67,28 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=float))
 
 
+@pytest.fixture(scope="module")
+def task_servers(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    logs = tmp_path_factory.mktemp("logs")
+    models, servers = {}, {}
+    for name, (build, task, _, _) in TASKS.items():
+        models[name] = build(models_dir / f"task-{name}")
+        args = ["--model", str(models[name]), "--max-batch-delay-ms", "50", "--batch-wait", "fixed"]
+        servers[name] = ServerProcess(args + (["--task", task] if task else []), logs / f"{name}.log")
+    start_together(list(servers.values()))
+    yield models, servers
+    stop_all(list(servers.values()))
+
+
 @pytest.fixture(scope="module", params=sorted(TASKS))
-def task_setup(request, models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def task_setup(request, task_servers):
     import transformers
 
     name = request.param
-    build, task, inputs, parameter_sets = TASKS[name]
-    model_dir = build(models_dir / f"task-{name}")
-    args = ["--model", str(model_dir), "--max-batch-delay-ms", "50", "--batch-wait", "fixed"]
-    if task:
-        args += ["--task", task]
-    server = ServerProcess(args, tmp_path_factory.mktemp("logs") / f"{name}.log").start()
-    pipe = transformers.pipeline(task or name, model=str(model_dir), device="cpu")
-    yield name, server, pipe, inputs, parameter_sets
-    server.stop()
+    _, task, inputs, parameter_sets = TASKS[name]
+    models, servers = task_servers
+    pipe = transformers.pipeline(task or name, model=str(models[name]), device="cpu")
+    return name, servers[name], pipe, inputs, parameter_sets
 
 
 def test_task_is_inferred_or_given_and_shown_in_info(task_setup) -> None:

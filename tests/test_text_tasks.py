@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from helpers import ServerProcess, build_tiny_bart, build_tiny_bert, build_tiny_t5_translator
+from helpers import (
+    ServerProcess, build_tiny_bart, build_tiny_bert, build_tiny_t5_translator, start_together, stop_all,
+)
 
 SERVER_ARGS = ["--max-batch-delay-ms", "50", "--batch-wait", "fixed"]
 TEXTS = ["the quick brown fox", "hello world how are you today", "a b c"]
@@ -45,15 +47,31 @@ SEQ2SEQ = {
 GENERATE = {"max_new_tokens": 6, "do_sample": False}
 
 
+@pytest.fixture(scope="module")
+def servers(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Every seq2seq task's server and question answering's, started side by side."""
+    logs = tmp_path_factory.mktemp("logs")
+    started = {}
+    for task, (build, _, _) in SEQ2SEQ.items():
+        model_dir = build(models_dir / f"seq2seq-{build.__name__}")
+        # text2text-generation without --task: inferred from the config (BartForConditionalGeneration).
+        given = [] if task == "text2text-generation" else ["--task", task]
+        started[task] = ServerProcess(["--model", str(model_dir), *given, *SERVER_ARGS], logs / f"{task}.log")
+    # No --task: inferred from BertForQuestionAnswering.
+    qa_model = build_tiny_bert(models_dir / "qa", "BertForQuestionAnswering")
+    started["question-answering"] = ServerProcess(["--model", str(qa_model), *SERVER_ARGS], logs / "qa.log")
+    start_together(list(started.values()))
+    yield started
+    stop_all(list(started.values()))
+
+
 @pytest.fixture(scope="module", params=sorted(SEQ2SEQ))
-def seq2seq(request, models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def seq2seq(request, servers, models_dir: Path):
     import transformers
 
     task = request.param
     build, key, prefix = SEQ2SEQ[task]
-    model_dir = build(models_dir / f"seq2seq-{build.__name__}")
-    server = ServerProcess(["--model", str(model_dir), "--task", task, *SERVER_ARGS],
-                           tmp_path_factory.mktemp("logs") / f"{task}.log").start()
+    model_dir = models_dir / f"seq2seq-{build.__name__}"
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
 
@@ -66,8 +84,7 @@ def seq2seq(request, models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
             ids = model.generate(**encoded, **GENERATE)
         return tokenizer.decode(ids[0], skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    yield task, server, key, reference
-    server.stop()
+    return task, servers[task], key, reference
 
 
 def test_seq2seq_single_and_list_match_generate(seq2seq) -> None:
@@ -106,15 +123,11 @@ def test_seq2seq_several_sequences_and_bad_parameters(seq2seq) -> None:
     assert server.post_json({"inputs": TEXTS[1], "parameters": GENERATE}).status == 200
 
 
-def test_seq2seq_task_is_inferred_from_the_config(models_dir: Path, tmp_path: Path) -> None:
-    model_dir = build_tiny_bart(models_dir / "seq2seq-build_tiny_bart")
-    server = ServerProcess(["--model", str(model_dir)], tmp_path / "infer.log").start()
-    try:
-        assert server.get("/info").json()["task"] == "text2text-generation"
-        answer = server.post_text("hello there")
-        assert answer.status == 200 and set(answer.json()[0]) == {"generated_text"}
-    finally:
-        server.stop()
+def test_seq2seq_task_is_inferred_from_the_config(servers) -> None:
+    server = servers["text2text-generation"]  # started without --task
+    assert server.get("/info").json()["task"] == "text2text-generation"
+    answer = server.post_text("hello there")
+    assert answer.status == 200 and set(answer.json()[0]) == {"generated_text"}
 
 
 # ---- question answering -----------------------------------------------------
@@ -144,17 +157,14 @@ def _reference_answers(model: Any, tokenizer: Any, question: str, context: str,
 
 
 @pytest.fixture(scope="module")
-def qa(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def qa(servers, models_dir: Path):
     import transformers
 
-    model_dir = build_tiny_bert(models_dir / "qa", "BertForQuestionAnswering")
-    # No --task: inferred from BertForQuestionAnswering.
-    server = ServerProcess(["--model", str(model_dir), *SERVER_ARGS],
-                           tmp_path_factory.mktemp("logs") / "qa.log").start()
+    model_dir = models_dir / "qa"
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = transformers.AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
-    yield server, lambda item, **kw: _reference_answers(model, tokenizer, item["question"], item["context"], **kw)
-    server.stop()
+    return servers["question-answering"], lambda item, **kw: _reference_answers(
+        model, tokenizer, item["question"], item["context"], **kw)
 
 
 def _assert_answer(got: dict[str, Any], expected: dict[str, Any]) -> None:

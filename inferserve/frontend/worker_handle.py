@@ -97,7 +97,13 @@ class WorkerHandle:
         await self._spawn()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Let the worker finish its queue, then make sure it is gone."""
+        """Let the worker finish its queue, then make sure it is gone. A worker
+        still loading has nothing queued and reads no message until it is
+        ready: it is terminated at once instead of waited for."""
+        if not self._ready:
+            timeout = 0.0
+            if self._process is not None and self._process.is_alive():
+                log.info("%s: stopped while loading", self.who)
         self._stopping = True
         self._ready = False
         if self._restart_task is not None:

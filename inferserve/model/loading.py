@@ -51,6 +51,13 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+def _check_local_path(model: str) -> None:
+    """A model named by a filesystem path (absolute, ./, ../) must be there;
+    anything else may be a hub id, which only transformers can resolve."""
+    if (os.path.isabs(model) or model.startswith(("./", "../"))) and not os.path.exists(model):
+        raise ModelLoadError(f"no model at {model!r}: no such file or directory")
+
+
 def infer_task(model: str) -> str:
     """The pipeline task for a local model directory, from its config."""
     config_path = os.path.join(model, "config.json")
@@ -87,6 +94,9 @@ def _served_by_us(task: str) -> bool:
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     steps: dict[str, float] = {}
+    # Before the imports (seconds of them): a mistyped path or an unknown task fails at once.
+    _check_local_path(spec.model)
+    task = spec.task or infer_task(spec.model)
 
     started = time.perf_counter()
     import torch
@@ -106,7 +116,6 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     torch.set_num_threads(threads)
     log.info("torch intra-op threads: %d", threads)
     device = resolve_device(spec.device)
-    task = spec.task or infer_task(spec.model)
 
     started = time.perf_counter()
     try:
