@@ -138,11 +138,14 @@ def configured(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
     """Servers with the flags one test each needs, started side by side."""
     logs, model = tmp_path_factory.mktemp("logs"), ["--model", str(fill_mask_model)]
     servers = {
-        "fixed": ServerProcess([*model, "--max-batch-delay-ms", str(FIXED_DELAY_MS), "--batch-wait", "fixed"],
+        # A fixed batch delay, and room for bodies larger than the worker's pipe.
+        "fixed": ServerProcess([*model, "--max-batch-delay-ms", str(FIXED_DELAY_MS), "--batch-wait", "fixed",
+                                "--max-batch-size", "8", "--max-body-bytes", "2000000", "--max-inputs", "64"],
                                logs / "fixed.log"),
         "adaptive": ServerProcess([*model, "--max-batch-delay-ms", "1000"], logs / "adaptive.log"),
-        "large bodies": ServerProcess([*model, "--max-batch-size", "8", "--max-body-bytes", "2000000",
-                                       "--max-inputs", "64"], logs / "large.log"),
+        # Ended by their test, one with SIGTERM, one with SIGKILL.
+        "terminated": ServerProcess(model, logs / "terminated.log"),
+        "killed": ServerProcess(model, logs / "killed.log"),
     }
     start_together(list(servers.values()))
     yield servers
@@ -175,7 +178,7 @@ def test_requests_larger_than_the_worker_pipe_all_arrive_whole(configured: dict[
     worker computes. The front-end queues what the pipe cannot take (it never
     blocks its loop on a full pipe) and every request comes back whole, with
     its own answers, in order."""
-    server = configured["large bodies"]
+    server = configured["fixed"]
     filler = " " + "x" * 17_000  # ~17 KB per input, yet one (unknown) token: cheap to tokenize
     bodies = [{"inputs": [f"[MASK] request {r} input {i}{filler}" for i in range(40)]} for r in range(4)]
     assert all(len(json.dumps(b)) > 650_000 for b in bodies)
@@ -188,12 +191,10 @@ def test_requests_larger_than_the_worker_pipe_all_arrive_whole(configured: dict[
     assert server.get("/health").status == 200
 
 
-def test_sigterm_or_sigkill_of_the_front_end_leaves_no_worker(server_factory, fill_mask_model: Path) -> None:
+def test_sigterm_or_sigkill_of_the_front_end_leaves_no_worker(configured: dict[str, ServerProcess]) -> None:
     """SIGTERM: a clean exit, 0; SIGKILL: the workers die with it (PR_SET_PDEATHSIG), no orphans."""
-    terminated, killed = (server_factory("--model", str(fill_mask_model), wait_ready=False) for _ in range(2))
-    for server in (terminated, killed):
-        server.wait_ready()
-        assert server.worker_pids()
+    terminated, killed = configured["terminated"], configured["killed"]
+    assert terminated.worker_pids() and killed.worker_pids()
     workers = terminated.all_children() + killed.all_children()
     assert terminated.stop(signal.SIGTERM) == 0
     killed.stop(signal.SIGKILL)
