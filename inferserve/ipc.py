@@ -37,7 +37,7 @@ def _pickled_by_fields(cls: type[T]) -> type[T]:
     if len(names) > 1:
         values: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
     else:  # attrgetter of one name returns the value itself, not a tuple
-        values = lambda message: tuple(getattr(message, name) for name in names)  # noqa: E731
+        values = lambda instance: tuple(getattr(instance, name) for name in names)  # noqa: E731
 
     def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
         return (type(self), values(self))
