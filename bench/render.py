@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 from bench.harness import HERE
-from bench.scenarios.rerank import render_markdown as render_rerank
-from bench.sidebyside import median_difference, summarize_blocks
+from bench.markdown import heading, interval, machine
+from bench.render_throughput import render_gpu, render_precision, throughput_body
+from bench.scenarios.rerank import DISTURBED_CORES
 
 FILES = {"peers": "PEERS.md", "gpu": "RESULTS-gpu.md"}  # every other scenario: RESULTS.md
 
@@ -60,184 +61,11 @@ def replace_section(path: Path, key: str, text: str) -> None:
     path.write_text(new)
 
 
-def _interval(figures: dict) -> str:
-    low, high = figures["block_ci95"]
-    return f"**{figures['median_block_difference']:+.2f}** [{low:+.2f}, {high:+.2f}]"
-
-
-def _heading(title: str, doc: dict, when: str = "date") -> str:
-    return f"## {title} (`{doc['command']}`, {doc[when]})\n\n"
-
-
-def _machine(doc: dict) -> str:
-    m = doc["machine"]
-    return f"{m['cpus']} CPU cores ({m['arch']})"
-
-
-# --- throughput and gpu -----------------------------------------------------
-
-def _summarize(result: dict, concurrency: int) -> dict:
-    rounds = result["rounds"]
-    runs = [r["runs"][str(concurrency)] for r in rounds]
-    median = statistics.median
-    return {
-        "rps": median([x["rps"] for x in runs]),
-        "ratio": median([x["rps"] / r["limit"] for x, r in zip(runs, rounds)]),
-        "ratios": [x["rps"] / r["limit"] for x, r in zip(runs, rounds)],
-        "p50_ms": median([x["p50_ms"] for x in runs]),
-        "p99_ms": median([x["p99_ms"] for x in runs]),
-        "mean_batch": median([x["mean_batch"] for x in runs]),
-        "non_200": sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs),
-        "health_p99_ms": max((x["health"]["p99_ms"] for x in runs if "health" in x), default=None),
-        "rps_while_probed": median([x["rps_while_probed"] for x in runs if "rps_while_probed" in x] or [float("nan")]),
-        "front_end_rss_mb": max((x["front_end_rss_mb"] for x in runs if "front_end_rss_mb" in x), default=None),
-    }
-
-
-def _variant_label(raw: dict) -> str:
-    """float32, or float32 on onnx (older runs had torch only)."""
-    engine = raw.get("engine", "torch")
-    return raw["loaded_dtype"] + (f" on {engine}" if engine != "torch" else "")
-
-
-def _reference(result: dict) -> str:
-    return result.get("reference", result["reference_dtype"])
-
-
-def _agreement(raw: dict) -> str:
-    agreement = raw.get("agreement")
-    if not agreement:
-        return "–"
-    if agreement.get("reference") == "itself":
-        return "1 (the float32 torch reference)"
-    cosine = agreement["min_cosine"]
-    text = f"1 − {1 - cosine:.0e}" if 0.999999 <= cosine < 1 else f"{cosine:.6f}"
-    if agreement.get("max_prob_diff") is not None:
-        text += f"; probabilities within {agreement['max_prob_diff']:.1e}"
-    return text
-
-
-def variants_table(result: dict, concurrency: int, runs_key: str = "runs", server: str = "the server") -> list[str]:
-    """One row per raw variant: its limit at its best batch size (median over
-    rounds), against the reference, its agreement with float32 torch, and the
-    server at ``concurrency`` as a share of it (per round)."""
-    reference = _reference(result)
-    rounds = result["rounds"]
-    median = statistics.median
-    texts = next(iter(result["raw"].values())).get("agreement", {}).get("texts", "the")
-    lines = [
-        f"| raw variant | best batch | items/s (median over rounds) | vs {_variant_label(result['raw'][reference])} "
-        f"| min cosine vs float32 torch ({texts} texts) | {server} at c={concurrency} as a share of it (per round) |",
-        "|---|---:|---:|---:|---|---:|",
-    ]
-    for variant, raw in result["raw"].items():
-        limits = [r["limits"][variant] for r in rounds]
-        ratios = [r[runs_key][str(concurrency)]["rps"] / r["limits"][variant] for r in rounds]
-        versus = median([r["limits"][variant] / r["limits"][reference] for r in rounds])
-        lines.append(f"| {_variant_label(raw)} | {raw['best_batch']} | {median(limits):.1f} | {versus:.2f}x | "
-                     f"{_agreement(raw)} | **{median(ratios):.1%}** ({', '.join(f'{x:.0%}' for x in ratios)}) |")
-    return lines
-
-
-def _raw_line(result: dict) -> str:
-    parts = []
-    reference = _reference(result)
-    for dtype, raw in result["raw"].items():
-        label = _variant_label(raw) + (", the reference" if dtype == reference and len(result["raw"]) > 1 else "")
-        limits = ", ".join(f"{r['limits'][dtype]:.1f}" for r in result["rounds"])
-        parts.append(f"Raw `pipeline(texts, batch_size=b)` sweep ({label}; best of two passes): "
-                     + ", ".join(f"b={b}: {v:.1f}/s" for b, v in raw["sweep"].items())
-                     + f". Limit at b={raw['best_batch']} per round: {limits} items/s.")
-    singles = [statistics.median(x["c1_raw_ms"]) for x in result["rounds"] if x["c1_raw_ms"]]
-    if singles:
-        parts.append("One `pipeline(text)` call, p50 per round: " + ", ".join(f"{v:.2f}" for v in singles) + " ms.")
-    flags = result["server_args"]
-    parts.append(f"Server flags: `{' '.join(flags)}`." if flags else "Server flags: defaults.")
-    return " ".join(parts)
-
-
-def throughput_body(doc: dict) -> str:
-    o = doc["options"]
-    concurrency = o["concurrency"]
-    where = ("no GPU. " if o["raw_device"] == "cpu" else f"raw pipeline on {o['raw_device']} (server flags below). ")
-    lines = [
-        f"`{doc['command']}` on {doc['date']}: {_machine(doc)}, {where}Server, load generator (bench.loadgen, an "
-        "aiohttp client in its own process) and the raw pipeline process share these cores. The box is noisy (the "
-        "raw limit alone moves by ±15% between runs), so the measurements alternate: "
-        f"{o['rounds']} rounds, each taking the raw limit, then the server at each concurrency, then concurrency 1 "
-        "side by side with single raw `pipeline(text)` calls; every ratio pairs a server figure with the raw figure "
-        "of its own round, and the tables give medians over rounds.",
-        "",
-        "Server flags: the defaults (`--max-batch-size 32`, adaptive wait) plus any below, whatever batch size the "
-        f"raw pipeline does best at; closed-loop load, {o['seconds']:g} s per measurement (x3 for bert-base, whose "
-        f"batches of 32 take over a second) after {o['warmup']:g} s warm-up; single-input JSON requests. Requests/s "
-        "count the answers between the ends of whole answer bursts (a batch's answers arrive together; a fixed "
-        "window would cut a burst at each end, +-1 batch, 7% for bert-base), as the raw limit times whole batches.",
-        "",
-        "*p50 − raw call* (concurrency 1 only): closed loops side by side, a block of back-to-back raw calls "
-        "(timed inside the raw process) then a block of back-to-back requests over one keep-alive connection, "
-        "alternating within each round; the median of the blocks' differences, with a bootstrap 95% interval "
-        "(it treats blocks as independent, which neighbours sharing the box's drift are not: a lower bound on the "
-        "uncertainty). A raw p50 taken once per round and set against the load generator's p50 would let the "
-        "box's drift land in the difference whole.",
-        "",
-    ]
-    for r in doc["results"]["models"]:
-        c1_raw = [v for x in r["rounds"] for v in x["c1_raw_ms"]]
-        c1_server = [v for x in r["rounds"] for v in x["c1_server_ms"]]
-        c1 = summarize_blocks(c1_raw, c1_server) if c1_raw else None
-        lines += [
-            f"## {r['title']}",
-            "",
-            _raw_line(r),
-            "",
-            "| concurrency | requests/s | ratio to limit (per round) | p50 ms | p99 ms "
-            "| p50 − raw call ms, side by side | mean batch | non-200 |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for c in concurrency:
-            s = _summarize(r, c)
-            per_round = ", ".join(f"{x:.0%}" for x in s["ratios"])
-            versus_raw = _interval(c1) if c == 1 and c1 else "–"
-            lines.append(f"| {c} | {s['rps']:.1f} | **{s['ratio']:.1%}** ({per_round}) | {s['p50_ms']:.2f} | "
-                         f"{s['p99_ms']:.2f} | {versus_raw} | {s['mean_batch']:.1f} | {s['non_200']} |")
-        if c1:
-            blocks, calls = r["c1_blocks"]
-            lines += [
-                "",
-                f"Concurrency 1 side by side: {len(c1_raw)} pairs of blocks ({blocks} a round; raw blocks of {calls} "
-                f"calls, server blocks through {r['c1_client']}): server p50 {c1['block_server_p50']:.2f} ms vs "
-                f"raw call {c1['block_raw_p50']:.2f} ms (medians over blocks); median difference per round: "
-                + ", ".join(f"{median_difference(x['c1_server_ms'], x['c1_raw_ms']):+.2f}" for x in r["rounds"])
-                + " ms.",
-            ]
-        if len(r["raw"]) > 1:
-            lines += ["", "Raw variants (each its own helper, swept and timed every round):", "",
-                      *variants_table(r, max(concurrency))]
-        top = _summarize(r, max(concurrency))
-        lines += [
-            "",
-            f"While saturated at concurrency {max(concurrency)}: `GET /health` p99 "
-            f"**{top['health_p99_ms']:.2f} ms** (worst round; a sequential probe in its own process, every 20 ms, "
-            f"in a saturated window of its own after the throughput runs, where the server did "
-            f"{top['rps_while_probed']:.1f} req/s); "
-            f"front-end RSS **{top['front_end_rss_mb']:.0f} MB** (it never imports torch).",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def render_gpu(doc: dict) -> str:
-    r = doc["results"]
-    return (f"# GPU benchmark: {r['card']}\n\n(`python -m bench gpu`: server and raw pipeline both on {r['device']} "
-            f"in {r['dtype']})\n\n" + throughput_body(doc))
-
-
 # --- the others -------------------------------------------------------------
 
 def render_latency(doc: dict) -> str:
     lines = [
-        _heading("Concurrency 1", doc, "utc") + f"{_machine(doc)}. Server flags: "
+        heading("Concurrency 1", doc, "utc") + f"{machine(doc)}. Server flags: "
         + (f"`{doc['options']['server_args']}`" if doc["options"]["server_args"] else "the defaults")
         + ". Closed loops side by side: a block of back-to-back raw `pipeline(text)` calls (timed inside the raw "
         "process), then a block of back-to-back requests over one keep-alive connection (HTTP included), "
@@ -252,7 +80,7 @@ def render_latency(doc: dict) -> str:
     ]
     for r in doc["results"]["models"]:
         lines.append(f"| {r['title']} | {r['client']}, raw blocks of {r['raw_calls']} calls | {r['blocks']} | "
-                     f"{r['block_raw_p50']:.2f} | {r['block_server_p50']:.2f} | {_interval(r)} |")
+                     f"{r['block_raw_p50']:.2f} | {r['block_server_p50']:.2f} | {interval(r)} |")
     return "\n".join(lines)
 
 
@@ -261,7 +89,7 @@ def render_peers(doc: dict) -> str:
     servers = r["servers"]
     peers = [name for name in ("Starlette + asyncio-queue batching", "LitServe") if name in servers]
     lines = [
-        f"`{doc['command']}` on {doc['date']}, {_machine(doc)}, no GPU: all-MiniLM-L6-v2 feature-extraction, "
+        f"`{doc['command']}` on {doc['date']}, {machine(doc)}, no GPU: all-MiniLM-L6-v2 feature-extraction, "
         f"closed-loop load at concurrency {r['concurrency']} for {r['seconds']:g} s (after {r['warmup']:g} s "
         f"warm-up) from bench.loadgen in its own process; every server batches at most {r['max_batch']} with a "
         f"{r['batch_timeout_ms']:g} ms batch timeout, servers run one after another in the same run. The peers call "
@@ -288,7 +116,7 @@ def render_chaos(doc: dict) -> str:
     r, o = doc["results"], doc["options"]
     answers = _answers(r["200"], r["other_status"], r["no_answer"],
                        f"{r['503']} answered 503 (the client then waits Retry-After)")
-    return (_heading("Chaos", doc)
+    return (heading("Chaos", doc)
             + f"{r['sent']} requests at concurrency {o['concurrency']} to a tiny fill-mask model while its worker was "
             f"SIGKILLed every {o['kill_every']:g} s ({r['worker_kills']} kills in {r['seconds']:g} s): {answers}, "
             f"**{r['wrong_answer']} wrong** (each answer checked against its own request).\n")
@@ -298,8 +126,8 @@ def render_cluster(doc: dict) -> str:
     r = doc["results"]
     one, three = r["one_replica"], r["three_replicas"]
     answers = _answers(three["ok"], r["other_status"], three["no_answer"])
-    return (_heading("Replicas behind HAProxy", doc)
-            + f"{_machine(doc)}; closed-loop load at concurrency {r['concurrency']}, every answer counted. One replica "
+    return (heading("Replicas behind HAProxy", doc)
+            + f"{machine(doc)}; closed-loop load at concurrency {r['concurrency']}, every answer counted. One replica "
             f"direct: {one['rps']:.1f} requests/s. Three replicas behind HAProxy for {r['duration']:g} s "
             f"({'; '.join(r['events'])}): {three['rps']:.1f} requests/s; {three['sent']} sent, {answers}; the "
             f"drained replica exited {r['drain_exit']}.\n")
@@ -308,8 +136,8 @@ def render_cluster(doc: dict) -> str:
 def render_capacity(doc: dict) -> str:
     r = doc["results"]
     lines = [
-        _heading("What caps the server", doc)
-        + f"{_machine(doc)}; MiniLM, server flags `{' '.join(r['server_args'])}`. Load from 1, 2 and 4 load generator "
+        heading("What caps the server", doc)
+        + f"{machine(doc)}; MiniLM, server flags `{' '.join(r['server_args'])}`. Load from 1, 2 and 4 load generator "
         "processes at once; requests/s summed over them (fixed window); each server process's CPU as a share of "
         "one core over the window. If more load generators add no requests/s, they are not the cap; a process "
         "near 1.0 core is.",
@@ -326,156 +154,112 @@ def render_capacity(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _chosen(info: dict) -> str:
-    """What a server runs, from its /info: engine, dtype, and --dtype's reason."""
-    precision = info.get("precision") or {}
-    text = f"{info.get('engine')}, {info.get('dtype')}"
-    if precision.get("reason"):
-        text += f": {precision['reason']}"
-    return text
+# --- rerank ---------------------------------------------------------------
+
+def _rounds(values: list[float], summary: dict) -> str:
+    flags = summary.get("disturbed", [False] * len(values))
+    return ", ".join(f"[{v:.1%}]" if bad else f"{v:.1%}" for v, bad in zip(values, flags))
 
 
-def _flagged(values: list[str], rounds: list[dict]) -> str:
-    """Per-round figures, those of flagged rounds (others used the CPU) in brackets."""
-    return ", ".join(v if x.get("clean", True) else f"[{v}]" for v, x in zip(values, rounds))
-
-
-def _precision_model(r: dict) -> list[str]:
-    reference = r["reference"]
-    every = r["rounds"]
-    # Medians over the rounds nobody else's processes disturbed (all, if none was spared).
-    rounds = [x for x in every if x.get("clean", True)] or every
-    c = str(r["concurrency"])
-    median = statistics.median
-    texts = next(iter(r["raw"].values()))["agreement"]["texts"]
+def render_rerank(doc: dict) -> str:
+    r, o, m = doc["results"], doc["options"], doc["machine"]
+    quiet = r["quiet"]
+    first, last = quiet["polls"][0], quiet["polls"][-1]
+    if not quiet["threshold"]:
+        waited = "no wait asked"
+    elif quiet["quiet"]:
+        waited = (f"waited {quiet['waited_s']} s for no other benchmark and a 1-minute load average under "
+                  f"{quiet['threshold']:g}")
+    else:
+        waited = (f"waited {quiet['waited_s']} s, still busy ({len(last['other_benchmarks'])} other benchmark "
+                  f"processes): measured anyway")
+    raw, info, check = r["raw"], r["info"], r["check"]
+    texts = r["texts"]
+    goal = r["goal"]
     lines = [
-        f"### {r['title']}",
+        f"## Rerank: pairs/s against the raw forward limit (`{doc['command']}`, {doc['utc']})",
         "",
-        f"Servers at concurrency {c} (closed loop, `{r['route']}`), each as a share of the raw "
-        f"{_variant_label(r['raw'][reference])} limit of its own round:",
+        f"{m['cpus']} CPU cores ({m['arch']}), no GPU; torch {m['torch']}, transformers {m['transformers']}. "
+        f"Model: all-MiniLM-L6-v2's encoder under a seeded random one-logit head "
+        f"(`BertForSequenceClassification`, `num_labels=1`), served as `{info['task']}` with "
+        f"`{' '.join(r['server_args'])}` ({info['engine']}, {info['dtype']}; max batch {info['max_batch_size']}, "
+        f"{info['batch_wait']} wait, {info['max_batch_delay_ms']:g} ms). Requests: `POST /rerank` with one query "
+        f"({texts['query_words'][0]}-{texts['query_words'][1]} words, {texts['queries']} of them) and N passages "
+        f"({texts['passage_words'][0]}-{texts['passage_words'][1]} words, {texts['passages']} of them), from "
+        f"bench.loadgen at concurrency {o['concurrency']}, closed loop (windows in the table); pairs/s = "
+        "requests/s x N. Raw limit: `python -m bench.rerank_raw` in its own process, "
+        f"{raw['loaded']['threads']} torch threads, float32 eager: per batch one tokenizer call on the pairs, "
+        f"forward, sigmoid, under `torch.inference_mode`, at its best batch size, {o['seconds']:g} s. Each round "
+        "takes, for each N, the raw limit then the server right after it; each ratio pairs the two.",
         "",
-        "| server flags | serves with | requests/s | share of the reference limit (per round) | p50 ms | p99 ms "
-        "| mean batch | non-200 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in last['load_average'])} ({waited}; "
+        f"at the first poll {', '.join(f'{v:.2f}' for v in first['load_average'])}); at each round: "
+        + "; ".join(", ".join(f"{v:.2f}" for v in x["load_average"]) for x in r["rounds"])
+        + f"; after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}.",
+        "",
+        "Raw sweep (pairs/s by batch size, best of two passes): "
+        + ", ".join(f"b={b}: {v:.1f}" for b, v in raw["sweep"].items()) + f"; best **b={raw['best_batch']}**. "
+        + ("" if raw.get("sweep_foreign_cores") is None
+           else f"Cores used by processes outside this run during the sweep: {raw['sweep_foreign_cores']:.2f}"
+           + (f" (the least of {len(raw['sweeps'])} sweeps: "
+              + ", ".join(f"{x['foreign_cores']:.2f}" for x in raw["sweeps"]) + ")"
+              if len(raw.get("sweeps", [])) > 1 else "") + ". ")
+        + f"Server scores vs raw over {check['pairs']} pairs: max |diff| {check['max_abs_diff']:.1e}.",
+        "",
+        "| documents a request | window s (after warm-up s) | requests/s | pairs/s answered | pairs/s computed "
+        "| raw pairs/s (same rounds) | answered / raw, per round | overall | computed / raw, per round | overall "
+        "| worker busy | pairs per compute s | p50 ms | p99 ms | mean batch | non-200 "
+        "| cores: front-end / worker / load generator | others' cores |",
+        "|---:|---|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for server in r["servers"]:
-        runs = [x["runs"][server][c] for x in rounds]
-        ratios = [x["runs"][server][c]["rps"] / x["limits"][reference] for x in rounds]
-        every_ratio = [f"{x['runs'][server][c]['rps'] / x['limits'][reference]:.0%}" for x in every]
-        bad = sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs)
-        info = r["info"][server]
-        lines.append(f"| `{server}` | {info.get('engine')}, {info.get('dtype')} | "
-                     f"{median([x['rps'] for x in runs]):.1f} | **{median(ratios):.1%}** "
-                     f"({_flagged(every_ratio, every)}) | {median([x['p50_ms'] for x in runs]):.1f} | "
-                     f"{median([x['p99_ms'] for x in runs]):.1f} | {median([x['mean_batch'] for x in runs]):.1f} | "
-                     f"{bad} |")
+    median = statistics.median
+    for n, s in r["summary"].items():
+        runs = [x["runs"][n] for x in r["rounds"] if n in x["runs"]]
+        servers = [x["server"] for x in runs]
+        sides = [x["server_side"] for x in servers]
+        bad = sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") + x["no_answer"] for x in servers)
+        cores = "; ".join(f"{x['cores']['front_end']:.2f} / {x['cores']['workers']:.2f} / "
+                          f"{x['cores']['load_generator']:.2f}" for x in servers)
+        windows = ", ".join(f"{x['seconds']:.0f} ({x['warmup_s']:.0f})" for x in servers)
+        per_compute = [x["pairs_per_compute_s"] for x in sides if x["pairs_per_compute_s"]]
+        lines.append(
+            f"| {n} | {windows} | {s['requests_per_s']:.2f} | {s['pairs_per_s']:.1f} | "
+            f"{s['computed_pairs_per_s']:.1f} | {s['raw_pairs_per_s']:.1f} | "
+            + _rounds(s["ratios"], s) + f" | **{s['overall_ratio']:.1%}** | "
+            + _rounds(s["computed_ratios"], s) + f" | {s['overall_computed_ratio']:.1%} | "
+            f"{median([x['model_busy'] for x in sides]):.0%} | "
+            + (f"{median(per_compute):.1f}" if per_compute else "–") + " | "
+            f"{median([x['p50_ms'] for x in servers]):.0f} | {median([x['p99_ms'] for x in servers]):.0f} | "
+            f"{median([x['mean_batch'] for x in servers]):.1f} | {bad} | {cores} | "
+            + ", ".join("–" if x.get("foreign_cores") is None else f"{x['foreign_cores']:.2f}" for x in runs) + " |")
+    skipped = sorted({n for x in r["rounds"] for n in x.get("skipped", [])})
     lines += [
         "",
-        "Raw variants (each its own helper process, swept for its best batch size, then timed every round):",
+        "*Answered*: the load generator's requests/s (answers between the ends of whole answer bursts) x N. "
+        "*Computed*: the server's own count of pairs through the model (`inferserve_items_computed` on `/metrics`) "
+        "over the same window, read by the orchestrator. A request is answered when its last pair is: the batcher "
+        "fills a batch with the queued pairs closest in length to the oldest one, so a request's pairs ride in "
+        "many batches and, at concurrency x N pairs in line, answers come in clumps about one latency apart; each "
+        "window therefore lasts at least " + f"{o.get('window_latencies', 1.5):g}" + " expected latencies "
+        "(concurrency x N / raw pairs/s) and 10 full batches, after one latency as warm-up, and the computed "
+        "figure is the steadier of the two. *Worker busy*: the share of the window the worker spent in batches' "
+        "compute (`inferserve_batch_compute_seconds`); *pairs per compute s*: pairs over that compute time "
+        "(collation and forward, no tokenization, no IPC). Server and raw figures are means over rounds; "
+        "overall = mean server pairs/s over mean raw pairs/s. Cores: CPU seconds per wall second over the "
+        "window, per round; mean batch: the `X-Batch-Size` header, the largest batch a request's pairs rode in. "
+        "*Others' cores*: CPU used by processes outside this run (the machine's busy time less this run's) "
+        "during the raw limit and during the server's run (warm-up, window and drain), the larger, per round; "
+        f"a run with {DISTURBED_CORES:g} or more is disturbed (its ratios in brackets) and left out of the means "
+        "and the overall figures where an undisturbed one is left. The server runs with `--engine torch` (as "
+        "the raw limit; `auto` may pick ONNX Runtime) and `--request-timeout 120`: at 32 documents 2048 pairs "
+        "wait in line, past the default 30 s deadline."
+        + (f" Skipped for time (`--budget`): N = {', '.join(map(str, skipped))} in some rounds." if skipped else ""),
         "",
-        f"| raw variant | sweep, items/s by batch size | best batch | items/s (median over rounds) "
-        f"| vs {_variant_label(r['raw'][reference])} | min cosine vs float32 torch ({texts} texts) | "
-        + " | ".join(f"`{s}` at c={c} as a share of it" for s in r["servers"]) + " |",
-        "|---|---|---:|---:|---:|---|" + "---:|" * len(r["servers"]),
+        f"Goal (issue 20): at concurrency {goal['concurrency']} with {goal['documents']} documents a request, at "
+        f"least {goal['target']:.0%} of the raw limit: **{goal['ratio']:.1%} answered, "
+        + ("met" if goal["met"] else "not met") + f"** ({goal['computed_ratio']:.1%} computed; "
+        + goal.get("summarized", "all runs") + ").",
     ]
-    for variant, raw in r["raw"].items():
-        limits = [x["limits"][variant] for x in rounds]
-        versus = median([x["limits"][variant] / x["limits"][reference] for x in rounds])
-        shares = [median([x["runs"][s][c]["rps"] / x["limits"][variant] for x in rounds]) for s in r["servers"]]
-        sweep = ", ".join(f"{b}: {v:.1f}" for b, v in raw["sweep"].items())
-        lines.append(f"| {_variant_label(raw)} | {sweep} | {raw['best_batch']} | {median(limits):.1f} | "
-                     f"{versus:.2f}x | {_agreement(raw)} | " + " | ".join(f"{x:.1%}" for x in shares) + " |")
-    lines += ["", "Load average (1, 5, 15 min) at the start of each round: "
-              + "; ".join(", ".join(f"{v:.2f}" for v in x["load_average"]) for x in every) + "."]
-    if any("foreign_cores" in x for x in every):
-        flagged = sum(not x.get("clean", True) for x in every)
-        lines[-1] += (" Cores used by processes outside this run during each round: "
-                      + _flagged([f"{x['foreign_cores']:.2f}" for x in every], every)
-                      + (f" (in brackets: {flagged} round(s) flagged and left out of the medians)." if flagged
-                         else "."))
-        limit = r.get("foreign_max") or float("inf")
-        sweeps = [(_variant_label(raw), raw["sweep_foreign_cores"]) for raw in r["raw"].values()
-                  if "sweep_foreign_cores" in raw]
-        if sweeps:
-            lines[-1] += (" During the sweeps: " + ", ".join(f"{name} {v:.2f}" if v < limit else f"{name} [{v:.2f}]"
-                                                             for name, v in sweeps) + "."
-                          + (" (A disturbed sweep, in brackets, only chose the batch size the rounds then use.)"
-                             if any(v >= limit for _, v in sweeps) else ""))
-    lines.append("")
-    return lines
-
-
-def _load_average(poll: dict | list) -> list:
-    """A quiet-box poll's load averages (runs before the shared wait stored the bare list)."""
-    return poll["load_average"] if isinstance(poll, dict) else poll
-
-
-def render_precision(doc: dict) -> str:
-    r, o = doc["results"], doc["options"]
-    quiet = r["quiet"]
-    infos = {s: i for m in r["models"] for s, i in m["info"].items()}
-    if r.get("c1"):
-        infos.update(r["c1"]["info"])
-    if not quiet["threshold"]:
-        waited = "no wait asked for"
-    elif quiet["quiet"]:
-        waited = f"under {quiet['threshold']:g} after {quiet['waited_s']} s of waiting"
-    else:
-        waited = f"never under {quiet['threshold']:g} in {quiet['waited_s']} s of waiting: measured anyway"
-    others = (f" Waits for other processes to go quiet took {r['waited_for_others_s']} s in all."
-              if "waited_for_others_s" in r else "")
-    lines = [
-        _heading("Precision and engines", doc, "utc")
-        + f"{_machine(doc)}, no GPU; torch {doc['machine']['torch']}, transformers {doc['machine']['transformers']}. "
-        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in _load_average(quiet['polls'][-1]))} ({waited}); "
-        f"after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}.{others} The run took "
-        f"{doc['seconds'] / 60:.1f} min. "
-        + (f"{o['rounds']} rounds of {o['seconds']:g} s (x3 for bert-base) after {o['warmup']:g} s warm-up; raw "
-           f"sweeps {o['sweep_seconds']:g} s per batch size, best of two passes. Server, load generator and raw "
-           "helpers share the cores; each ratio pairs a server figure with the raw limits of its own round, and "
-           "the tables give medians over rounds. " if r["models"] else "Servers, client and raw helpers share "
-           "the cores. ")
-        + "ONNX variants run inferserve.model.engines.onnx_model, the server's own export (cached) and session."
-        + (" Agreement: per text, the cosine of its outputs (the network's last hidden state or logits over its "
-           "real tokens; for `/embed`, the pooled vector) against a float32 torch copy's, minimum over the texts; "
-           "for fill-mask also the largest change of any softmax probability." if r["models"] else ""),
-        "",
-        "What each server serves with (its `/info`: engine, dtype, and why):",
-        "",
-        *[f"- `{s}`: {_chosen(i)}" for s, i in infos.items()],
-        "",
-    ]
-    for m in r["models"]:
-        lines += _precision_model({"foreign_max": o.get("foreign_max"), **m})
-    c1 = r.get("c1")
-    if c1:
-        lines += [
-            f"### Concurrency 1: {c1['title']}",
-            "",
-            f"Each server and each raw variant's single call (those named in the table) in turn, a block at a time "
-            f"({c1['blocks']} blocks of "
-            f"each, the order mirrored every other block; server blocks through {c1['client']}, raw blocks of "
-            f"{c1['raw_calls']} calls timed inside the raw process). Ratio: a block's p50 over the `{c1['baseline']}` "
-            f"block beside it, median over blocks; difference: minus the `{c1['raw_reference']}` block beside it. In "
-            "brackets a bootstrap 95% interval (blocks treated as independent: a lower bound on the uncertainty). "
-            "Load average before and after: "
-            + "; ".join(", ".join(f"{v:.2f}" for v in x) for x in c1["load_average"]) + "."
-            + (f" Cycles (a block of each side) kept: {c1['kept']} of {len(c1['cycles'])}; cores used by processes "
-               "outside this run during each: " + _flagged([f"{x['foreign_cores']:.2f}" for x in c1["cycles"]],
-                                                           c1["cycles"])
-               + (" (in brackets: left out)." if c1["kept"] < len(c1["cycles"]) else ".")
-               if c1.get("cycles") else ""),
-            "",
-            f"| side | p50 ms (median over blocks) | p50 / `{c1['baseline']}` | minus {c1['raw_reference']} ms |",
-            "|---|---:|---:|---:|",
-        ]
-        for name, s in c1["summary"].items():
-            low, high = s["ratio_ci95"]
-            side = name if name.startswith("raw ") else f"server `{name}`"
-            versus_raw = (f"{s['minus_raw_ms']:+.2f} [{s['minus_raw_ci95'][0]:+.2f}, {s['minus_raw_ci95'][1]:+.2f}]"
-                          if "minus_raw_ms" in s else "–")
-            lines.append(f"| {side} | {s['p50_ms']:.2f} | **{s['ratio_to_baseline']:.3f}** [{low:.3f}, {high:.3f}] "
-                         f"| {versus_raw} |")
     return "\n".join(lines)
 
 

@@ -16,9 +16,8 @@ import shlex
 import time
 from pathlib import Path
 
-from bench.harness import (
-    MODELS, OUT, cpu_seconds, finish, load_command, spawn, start_inferserve, worker_pids, write_bodies,
-)
+from bench.harness import MODELS, OUT, finish, load_command, spawn, start_inferserve, write_bodies
+from bench.machine import cpu_seconds, worker_pids
 
 SUMMARY = "which process caps the server: 1, 2 and 4 load generators at once, each process's CPU (~2 min)"
 LOADS = ((1, 64), (2, 64), (4, 32))  # (load generator processes, concurrency of each)

@@ -17,7 +17,8 @@ import os
 import signal
 import time
 
-from bench.harness import MODELS, OUT, start_inferserve, worker_pids
+from bench.harness import MODELS, OUT, start_inferserve
+from bench.machine import worker_pids
 
 SUMMARY = "requests at concurrency 64 while the worker is SIGKILLed every few seconds (~2 min)"
 

@@ -29,7 +29,7 @@ the load average is recorded before the run and every round either way.
 Then, because a load average cannot tell this run's processes from anyone
 else's, every sweep, round and concurrency-1 cycle first waits (at most
 --round-wait s; --wait-budget s in all) until processes outside this run
-use under --foreign-max cores (bench.harness.ForeignCpu: the machine's busy
+use under --foreign-max cores (bench.machine.ForeignCpu: the machine's busy
 time minus this process tree's), and records what they used while it ran;
 a round or cycle during which they used more is flagged, left out of the
 medians and redone (--redo rounds per model; half as many cycles again).
@@ -55,10 +55,8 @@ import statistics
 import urllib.request
 from contextlib import ExitStack
 
-from bench.harness import (
-    MODELS, OUT, ForeignCpu, Model, RawHelper, Server, add_quiet_arguments, load, load_average, start_inferserve,
-    wait_for_quiet, wait_quiet, write_bodies,
-)
+from bench.harness import MODELS, OUT, Model, RawHelper, Server, load, start_inferserve, write_bodies
+from bench.machine import ForeignCpu, add_quiet_arguments, load_average, wait_for_quiet, wait_quiet
 from bench.scenarios.throughput import open_raw_variants, raw_variant
 from bench.sidebyside import CLIENTS, median_ci95, open_blocks, rotate_blocks
 

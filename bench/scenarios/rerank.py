@@ -47,8 +47,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.harness import (
-    OUT, ROOT, ForeignCpu, RawHelper, add_quiet_arguments, bench_env, cpu_seconds, finish, load_average,
-    load_command, python_module, spawn, start_inferserve, wait_quiet, worker_pids, write_json,
+    OUT, ROOT, RawHelper, bench_env, finish, load_command, python_module, spawn, start_inferserve, write_json,
+)
+from bench.machine import (
+    ForeignCpu, add_quiet_arguments, cpu_seconds, load_average, wait_for_quiet, wait_quiet, worker_pids,
 )
 from bench.rerank_raw import BATCH_SIZES, PASSAGES, QUERIES, pair_stream, request
 
@@ -213,10 +215,10 @@ def run(args: argparse.Namespace) -> dict:
         raw = stack.enter_context(RawRanker(path, pairs_file, args.threads))
         sweeps = []
         for _ in range(3):  # a sweep beside someone's busy core picks the wrong size and window lengths
-            quiet_moment(60)
-            meter = ForeignCpu() if ForeignCpu else None
+            wait_for_quiet(DISTURBED_CORES, 60)
+            meter = ForeignCpu()
             sweep, best = best_batch(raw, args.sweep_seconds)
-            sweeps.append({"sweep": sweep, "best_batch": best, "foreign_cores": meter.cores() if meter else None})
+            sweeps.append({"sweep": sweep, "best_batch": best, "foreign_cores": meter.cores()})
             if not disturbed(sweeps[-1]):
                 break
             print(f"[rerank] sweep disturbed (others used {sweeps[-1]['foreign_cores']:.2f} cores): again", flush=True)
@@ -245,20 +247,20 @@ def run(args: argparse.Namespace) -> dict:
                 # ... and over at least 10 full batches (answers and counts move by whole batches).
                 seconds = max(args.seconds, args.window_latencies * expected,
                               10 * (info.get("max_batch_size") or 32) / sweep[str(best)])
-                cost = 2 + args.seconds + LOADGEN_START_S + warmup + seconds + expected + 1  # 2: quiet_moment
+                cost = 2 + args.seconds + LOADGEN_START_S + warmup + seconds + expected + 1  # 2: wait_for_quiet's sample
                 if n != args.docs[0] and time.monotonic() - began + cost > args.budget:
                     entry["skipped"].append(n)
                     print(f"[rerank] round {r + 1}, {n} documents: skipped (~{cost:.0f} s would end past "
                           f"--budget {args.budget:g} s)", flush=True)
                     continue
-                quiet_moment(20)
-                meter = ForeignCpu() if ForeignCpu else None
+                wait_for_quiet(DISTURBED_CORES, 20)
+                meter = ForeignCpu()
                 raw_pid_cpu = cpu_seconds(raw.process.pid)
                 started = time.monotonic()
                 limit = raw.ask(f"limit {best} {args.seconds}")
                 raw_cores = (cpu_seconds(raw.process.pid) - raw_pid_cpu) / (time.monotonic() - started)
-                raw_foreign = meter.cores() if meter else None
-                meter = meter.start() if meter else None
+                raw_foreign = meter.cores()
+                meter = meter.start()
                 served = measure_server(url, server.url("/metrics"), bodies[n], server.pid, args.concurrency,
                                         seconds, warmup)
                 pairs = served["rps"] * n
@@ -267,7 +269,7 @@ def run(args: argparse.Namespace) -> dict:
                                          "server": served, "pairs_per_s": pairs, "ratio": pairs / limit,
                                          "computed_ratio": computed / limit,
                                          "foreign_cores_raw": raw_foreign,
-                                         "foreign_cores_server": meter.cores() if meter else None}
+                                         "foreign_cores_server": meter.cores()}
                 entry["runs"][str(n)]["foreign_cores"] = max(
                     (x for x in (raw_foreign, entry["runs"][str(n)]["foreign_cores_server"]) if x is not None),
                     default=None)
@@ -300,20 +302,6 @@ def disturbed(run: dict) -> bool:
     return (run.get("foreign_cores") or 0.0) >= DISTURBED_CORES
 
 
-def quiet_moment(longest: float, sample: float = 2.0) -> float | None:
-    """Wait (at most ``longest`` s) until processes outside this run use
-    under DISTURBED_CORES cores over ``sample`` s; the last reading."""
-    if ForeignCpu is None:
-        return None
-    started = time.monotonic()
-    while True:
-        meter = ForeignCpu()
-        time.sleep(sample)
-        cores = meter.cores()
-        if cores < DISTURBED_CORES or time.monotonic() - started >= longest:
-            return cores
-
-
 def summarize(rounds: list[dict], documents: int) -> dict:
     every = [r["runs"][str(documents)] for r in rounds if str(documents) in r["runs"]]
     runs = [x for x in every if not disturbed(x)] or every
@@ -330,112 +318,3 @@ def summarize(rounds: list[dict], documents: int) -> dict:
             "disturbed": [disturbed(x) for x in every],
             "overall_ratio": mean([x["pairs_per_s"] for x in runs]) / raw,
             "overall_computed_ratio": mean([x["server"]["server_side"]["pairs_per_s"] for x in runs]) / raw}
-
-
-# --- Markdown (bench.render's section "rerank" of RESULTS.md) ----------------
-
-def _rounds(values: list[float], summary: dict) -> str:
-    flags = summary.get("disturbed", [False] * len(values))
-    return ", ".join(f"[{v:.1%}]" if bad else f"{v:.1%}" for v, bad in zip(values, flags))
-
-
-def render_markdown(doc: dict) -> str:
-    r, o, m = doc["results"], doc["options"], doc["machine"]
-    quiet = r["quiet"]
-    first, last = quiet["polls"][0], quiet["polls"][-1]
-    if not quiet["threshold"]:
-        waited = "no wait asked"
-    elif quiet["quiet"]:
-        waited = (f"waited {quiet['waited_s']} s for no other benchmark and a 1-minute load average under "
-                  f"{quiet['threshold']:g}")
-    else:
-        waited = (f"waited {quiet['waited_s']} s, still busy ({len(last['other_benchmarks'])} other benchmark "
-                  f"processes): measured anyway")
-    raw, info, check = r["raw"], r["info"], r["check"]
-    texts = r["texts"]
-    goal = r["goal"]
-    lines = [
-        f"## Rerank: pairs/s against the raw forward limit (`{doc['command']}`, {doc['utc']})",
-        "",
-        f"{m['cpus']} CPU cores ({m['arch']}), no GPU; torch {m['torch']}, transformers {m['transformers']}. "
-        f"Model: all-MiniLM-L6-v2's encoder under a seeded random one-logit head "
-        f"(`BertForSequenceClassification`, `num_labels=1`), served as `{info['task']}` with "
-        f"`{' '.join(r['server_args'])}` ({info['engine']}, {info['dtype']}; max batch {info['max_batch_size']}, "
-        f"{info['batch_wait']} wait, {info['max_batch_delay_ms']:g} ms). Requests: `POST /rerank` with one query "
-        f"({texts['query_words'][0]}-{texts['query_words'][1]} words, {texts['queries']} of them) and N passages "
-        f"({texts['passage_words'][0]}-{texts['passage_words'][1]} words, {texts['passages']} of them), from "
-        f"bench.loadgen at concurrency {o['concurrency']}, closed loop (windows in the table); pairs/s = "
-        "requests/s x N. Raw limit: `python -m bench.rerank_raw` in its own process, "
-        f"{raw['loaded']['threads']} torch threads, float32 eager: per batch one tokenizer call on the pairs, "
-        f"forward, sigmoid, under `torch.inference_mode`, at its best batch size, {o['seconds']:g} s. Each round "
-        "takes, for each N, the raw limit then the server right after it; each ratio pairs the two.",
-        "",
-        f"Load average (1, 5, 15 min) before: {', '.join(f'{v:.2f}' for v in last['load_average'])} ({waited}; "
-        f"at the first poll {', '.join(f'{v:.2f}' for v in first['load_average'])}); at each round: "
-        + "; ".join(", ".join(f"{v:.2f}" for v in x["load_average"]) for x in r["rounds"])
-        + f"; after: {', '.join(f'{v:.2f}' for v in r['load_average_after'])}.",
-        "",
-        "Raw sweep (pairs/s by batch size, best of two passes): "
-        + ", ".join(f"b={b}: {v:.1f}" for b, v in raw["sweep"].items()) + f"; best **b={raw['best_batch']}**. "
-        + ("" if raw.get("sweep_foreign_cores") is None
-           else f"Cores used by processes outside this run during the sweep: {raw['sweep_foreign_cores']:.2f}"
-           + (f" (the least of {len(raw['sweeps'])} sweeps: "
-              + ", ".join(f"{x['foreign_cores']:.2f}" for x in raw["sweeps"]) + ")"
-              if len(raw.get("sweeps", [])) > 1 else "") + ". ")
-        + f"Server scores vs raw over {check['pairs']} pairs: max |diff| {check['max_abs_diff']:.1e}.",
-        "",
-        "| documents a request | window s (after warm-up s) | requests/s | pairs/s answered | pairs/s computed "
-        "| raw pairs/s (same rounds) | answered / raw, per round | overall | computed / raw, per round | overall "
-        "| worker busy | pairs per compute s | p50 ms | p99 ms | mean batch | non-200 "
-        "| cores: front-end / worker / load generator | others' cores |",
-        "|---:|---|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    median = statistics.median
-    for n, s in r["summary"].items():
-        runs = [x["runs"][n] for x in r["rounds"] if n in x["runs"]]
-        servers = [x["server"] for x in runs]
-        sides = [x["server_side"] for x in servers]
-        bad = sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") + x["no_answer"] for x in servers)
-        cores = "; ".join(f"{x['cores']['front_end']:.2f} / {x['cores']['workers']:.2f} / "
-                          f"{x['cores']['load_generator']:.2f}" for x in servers)
-        windows = ", ".join(f"{x['seconds']:.0f} ({x['warmup_s']:.0f})" for x in servers)
-        per_compute = [x["pairs_per_compute_s"] for x in sides if x["pairs_per_compute_s"]]
-        lines.append(
-            f"| {n} | {windows} | {s['requests_per_s']:.2f} | {s['pairs_per_s']:.1f} | "
-            f"{s['computed_pairs_per_s']:.1f} | {s['raw_pairs_per_s']:.1f} | "
-            + _rounds(s["ratios"], s) + f" | **{s['overall_ratio']:.1%}** | "
-            + _rounds(s["computed_ratios"], s) + f" | {s['overall_computed_ratio']:.1%} | "
-            f"{median([x['model_busy'] for x in sides]):.0%} | "
-            + (f"{median(per_compute):.1f}" if per_compute else "–") + " | "
-            f"{median([x['p50_ms'] for x in servers]):.0f} | {median([x['p99_ms'] for x in servers]):.0f} | "
-            f"{median([x['mean_batch'] for x in servers]):.1f} | {bad} | {cores} | "
-            + ", ".join("–" if x.get("foreign_cores") is None else f"{x['foreign_cores']:.2f}" for x in runs) + " |")
-    skipped = sorted({n for x in r["rounds"] for n in x.get("skipped", [])})
-    lines += [
-        "",
-        "*Answered*: the load generator's requests/s (answers between the ends of whole answer bursts) x N. "
-        "*Computed*: the server's own count of pairs through the model (`inferserve_items_computed` on `/metrics`) "
-        "over the same window, read by the orchestrator. A request is answered when its last pair is: the batcher "
-        "fills a batch with the queued pairs closest in length to the oldest one, so a request's pairs ride in "
-        "many batches and, at concurrency x N pairs in line, answers come in clumps about one latency apart; each "
-        "window therefore lasts at least " + f"{o.get('window_latencies', 1.5):g}" + " expected latencies "
-        "(concurrency x N / raw pairs/s) and 10 full batches, after one latency as warm-up, and the computed "
-        "figure is the steadier of the two. *Worker busy*: the share of the window the worker spent in batches' "
-        "compute (`inferserve_batch_compute_seconds`); *pairs per compute s*: pairs over that compute time "
-        "(collation and forward, no tokenization, no IPC). Server and raw figures are means over rounds; "
-        "overall = mean server pairs/s over mean raw pairs/s. Cores: CPU seconds per wall second over the "
-        "window, per round; mean batch: the `X-Batch-Size` header, the largest batch a request's pairs rode in. "
-        "*Others' cores*: CPU used by processes outside this run (the machine's busy time less this run's) "
-        "during the raw limit and during the server's run (warm-up, window and drain), the larger, per round; "
-        f"a run with {DISTURBED_CORES:g} or more is disturbed (its ratios in brackets) and left out of the means "
-        "and the overall figures where an undisturbed one is left. The server runs with `--engine torch` (as "
-        "the raw limit; `auto` may pick ONNX Runtime) and `--request-timeout 120`: at 32 documents 2048 pairs "
-        "wait in line, past the default 30 s deadline."
-        + (f" Skipped for time (`--budget`): N = {', '.join(map(str, skipped))} in some rounds." if skipped else ""),
-        "",
-        f"Goal (issue 20): at concurrency {goal['concurrency']} with {goal['documents']} documents a request, at "
-        f"least {goal['target']:.0%} of the raw limit: **{goal['ratio']:.1%} answered, "
-        + ("met" if goal["met"] else "not met") + f"** ({goal['computed_ratio']:.1%} computed; "
-        + goal.get("summarized", "all runs") + ").",
-    ]
-    return "\n".join(lines)

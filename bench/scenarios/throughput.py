@@ -29,9 +29,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from bench.harness import (
-    MODELS, OUT, ForeignCpu, Model, RawHelper, finish, load, probe_command, rss_mb, spawn, start_inferserve,
-    write_bodies,
+    MODELS, OUT, Model, RawHelper, finish, load, probe_command, spawn, start_inferserve, write_bodies,
 )
+from bench.machine import ForeignCpu, rss_mb
 from bench.raw import DTYPES, parse_variant, variant_key
 from bench.sidebyside import CLIENTS, alternate_blocks, median_difference, open_blocks
 
@@ -90,7 +90,7 @@ def open_raw_variants(stack: ExitStack, model: Model, path: str, texts: list[str
     """One raw helper per variant, each swept (its best batch size; unless
     not ``sweep``) and checked against float32 torch over the first
     ``agree_texts`` texts (its agreement), kept open in ``stack``. With
-    ``quiet``, each sweep waits for it first (bench.harness.wait_for_quiet)
+    ``quiet``, each sweep waits for it first (bench.machine.wait_for_quiet)
     and records the cores others used while it ran."""
     raws: dict[str, RawHelper] = {}
     figures: dict[str, dict] = {}
