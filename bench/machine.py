@@ -15,19 +15,10 @@ from pathlib import Path
 # --- /proc ------------------------------------------------------------------
 
 def worker_pids(server_pid: int) -> list[int]:
-    """The server's model worker processes (its spawned children)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == server_pid and b"spawn_main" in cmdline:
-            pids.append(int(entry))
-    return pids
+    """The server's model worker processes (its spawned children; not
+    multiprocess's resource tracker, its other child)."""
+    found = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "spawn_main"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -1,6 +1,6 @@
 """/metrics, /info, timing headers, JSON logs: a real server on 127.0.0.1.
 
-(Counting by route and status is the front-end's alone: test_app.py covers it.)"""
+(Counting by route and status is the front-end's alone: test_app_metrics.py covers it.)"""
 
 from __future__ import annotations
 

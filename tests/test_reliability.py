@@ -1,6 +1,6 @@
 """Never lose a request: overload, deadlines, cancellation, faults, drain.
 
-(The API key is the front-end's alone: test_app.py covers it in-process.)"""
+(The API key is the front-end's alone: test_app_admission.py covers it in-process.)"""
 
 from __future__ import annotations
 

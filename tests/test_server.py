@@ -93,7 +93,7 @@ def test_mixed_parameters_are_batched_separately_not_rejected(fill_mask_server: 
 
 # The worker's rejections, the size flags as the CLI wires them, and one
 # parse error end to end. Every parse error, status and error shape of the
-# front-end alone is covered in-process by test_app.py.
+# front-end alone is covered in-process by test_app_errors.py.
 BAD_REQUESTS = [
     # (description, body, content type, expected status, expected type)
     ("malformed json", b'{"inputs": ', "application/json", 400, "invalid_json"),

@@ -91,7 +91,7 @@ def test_disconnect_stops_generation(generation_server: ServerProcess) -> None:
 
 def test_stream_errors_before_the_first_token_keep_their_status(generation_server: ServerProcess) -> None:
     # the worker's rejection; parse errors and the SSE framing of every
-    # failure are the front-end's alone: test_app.py covers them in-process
+    # failure are the front-end's alone: test_app_streams.py covers them in-process
     bad = generation_server.post_json({"inputs": "x", "parameters": {"bogus": 1}, "stream": True})
     assert bad.status == 422 and bad.json()["type"] == "invalid_parameters"
 
