@@ -142,12 +142,8 @@ class Worker:
             return None
         try:
             plan = task.plan(call)
-        except ParametersRejected as exc:
-            self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(exc))
-            return None
-        except Exception:  # noqa: BLE001 - one request's bug must not stop the worker
-            log.exception("request %d failed before batching", request.request_id)
-            self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
+        except Exception as exc:  # noqa: BLE001 - one request's bug must not stop the worker
+            self._refuse(request.request_id, exc)
             return None
         return _Admission(request, task, plan, time.monotonic())
 
@@ -166,16 +162,8 @@ class Worker:
     def _enqueue(self, admission: _Admission, prepared: list[Any]) -> None:
         request, call = admission.request, admission.request.call
         for index, item in enumerate(prepared):
-            if isinstance(item, InputRejected):
-                where = "" if call.single else f"inputs[{index}]: "
-                self._reply_error(request.request_id, Outcome.INVALID_INPUT, f"{where}{item}")
-                return
-            if isinstance(item, ParametersRejected):
-                self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(item))
-                return
             if isinstance(item, Exception):
-                log.error("request %d failed before batching", request.request_id, exc_info=item)
-                self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
+                self._refuse(request.request_id, item, "" if call.single else f"inputs[{index}]: ")
                 return
         group = (call.kind, admission.plan.group)  # only requests computed the same way share a batch
         self._tracker.add(request, admission.task, admission.plan.options, admission.arrival,
@@ -199,15 +187,8 @@ class Worker:
         started = time.monotonic()
         try:
             body = task.answer(request.call)
-        except ParametersRejected as exc:
-            self._reply_error(request.request_id, Outcome.INVALID_PARAMETERS, str(exc))
-            return
-        except InputRejected as exc:
-            self._reply_error(request.request_id, Outcome.INVALID_INPUT, str(exc))
-            return
-        except Exception:  # noqa: BLE001 - one request's bug must not stop the worker
-            log.exception("request %d failed", request.request_id)
-            self._reply_error(request.request_id, Outcome.INTERNAL, "internal error")
+        except Exception as exc:  # noqa: BLE001 - one request's bug must not stop the worker
+            self._refuse(request.request_id, exc)
             return
         compute_ms = (time.monotonic() - started) * 1000.0
         self._channel.send(InferResult(request.request_id, Outcome.OK, body=body, batch_size=1, compute_ms=compute_ms))
@@ -223,6 +204,17 @@ class Worker:
                               f"this model ({self._tasks.name}) does not stream; streaming needs text-generation")
             return
         self._tasks.stream.start(request)
+
+    def _refuse(self, request_id: int, exc: Exception, where: str = "") -> None:
+        """Answer a request that failed before any compute: the client's
+        input or parameters (422), else our bug (500, logged)."""
+        if isinstance(exc, InputRejected):
+            self._reply_error(request_id, Outcome.INVALID_INPUT, f"{where}{exc}")
+        elif isinstance(exc, ParametersRejected):
+            self._reply_error(request_id, Outcome.INVALID_PARAMETERS, str(exc))
+        else:
+            log.error("request %d failed before batching", request_id, exc_info=exc)
+            self._reply_error(request_id, Outcome.INTERNAL, "internal error")
 
     def _reply_error(self, request_id: int, outcome: Outcome, message: str) -> None:
         self._channel.send(

@@ -59,17 +59,21 @@ class BatchTask(Protocol):
         """Run a dummy batch so the first client does not pay for lazy init."""
 
 
+def prepared_or_error(prepare: Callable[..., Prepared], *args: Any) -> Prepared | Exception:
+    """``prepare(*args)``, or the exception it raised: in ``prepare_all`` one
+    input's failure is its own result, which the loop answers."""
+    try:
+        return prepare(*args)
+    except Exception as exc:  # noqa: BLE001 - the loop answers it
+        return exc
+
+
 class PreparesOneByOne:
     """``prepare_all`` for a task whose inputs are prepared one at a time."""
 
     def prepare_all(self, items: list[tuple[Any, Any]]) -> list[Prepared | Exception]:
-        results: list[Prepared | Exception] = []
-        for value, options in items:
-            try:
-                results.append(self.prepare(value, options))  # type: ignore[attr-defined]
-            except Exception as exc:  # noqa: BLE001 - the loop answers it
-                results.append(exc)
-        return results
+        prepare = self.prepare  # type: ignore[attr-defined]
+        return [prepared_or_error(prepare, value, options) for value, options in items]
 
 
 class DirectTask(Protocol):

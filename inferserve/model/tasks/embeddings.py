@@ -27,7 +27,7 @@ import torch
 from ...ipc import Call, EmbedOptions
 from ..errors import ParametersRejected, too_long
 from ..tokens import token_limit
-from .base import Prepared, TaskPlan, run_isolated
+from .base import Prepared, TaskPlan, prepared_or_error, run_isolated
 from .tokenization import TRUNCATION_DIRECTIONS, encode_input, prompt_text, read_prompts
 
 _POOLING_MODES = ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "mean_tokens")
@@ -125,10 +125,7 @@ class SentenceEmbeddingTask:
                 truncate = self._truncate if options.truncate is None else options.truncate
                 together.setdefault((truncate, prompt), []).append(index)
             else:
-                try:
-                    results[index] = self.prepare(value, options)
-                except Exception as exc:  # noqa: BLE001 - the loop answers it
-                    results[index] = exc
+                results[index] = prepared_or_error(self.prepare, value, options)
         for (truncate, prompt), indices in together.items():
             texts = [(prompt or "") + items[i][0] for i in indices]
             encoded = self._tokenizer(texts, truncation=truncate and self.max_tokens is not None,

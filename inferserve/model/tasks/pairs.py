@@ -18,7 +18,7 @@ import torch
 
 from ..errors import InputRejected, ParametersRejected, too_long
 from ..tokens import token_limit
-from .base import Prepared, run_isolated
+from .base import Prepared, prepared_or_error, run_isolated
 
 _TEXT_KEYS = ("text", "text_pair")
 
@@ -68,23 +68,17 @@ class PairScorer:
             encoded = self._tokenizer(texts, seconds if any(p is not None for p in seconds) else None, truncation=False)
         except Exception:  # noqa: BLE001 - e.g. a None pair among pairs: one by one, each its own failure
             for i in valid:
-                results[i] = self._encode_or_error(*pairs[i], truncate, left)
+                results[i] = prepared_or_error(self.encode_pair, *pairs[i], truncate, left)
             return results
         keys = [k for k in encoded if k != "attention_mask"]
         for row, i in enumerate(valid):
             tokens = len(encoded["input_ids"][row])
             if self.max_tokens is not None and tokens > self.max_tokens:
-                results[i] = self._encode_or_error(*pairs[i], truncate, left)
+                results[i] = prepared_or_error(self.encode_pair, *pairs[i], truncate, left)
             else:
                 features = {k: list(encoded[k][row]) for k in keys}
                 results[i] = Prepared(value=pairs[i], features=features, tokens=tokens)
         return results
-
-    def _encode_or_error(self, text: Any, pair: Any, truncate: bool | None, left: bool) -> Prepared | Exception:
-        try:
-            return self.encode_pair(text, pair, truncate, left)
-        except Exception as exc:  # noqa: BLE001 - the loop answers it
-            return exc
 
     def _tokenize(self, text: str, pair: str | None, max_length: int | None, left: bool) -> dict[str, list[int]]:
         kwargs: dict[str, Any] = {"truncation": False}
