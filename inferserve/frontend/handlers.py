@@ -177,14 +177,12 @@ async def _admit(
         _check_admission(models.first, config, models.several)  # none can: the first's reason
     timeout = _timeout(request, config)
     call = await _read_call(request, model.config, parse)
-    if not by_body:
-        # Again: others may have been admitted while this body arrived.
-        _check_admission(model, config, models.several)
     if by_body:
         assert named_by is not None
         model = models.named(named_by(call))
         request[MODEL_LABEL] = model.name
-        _check_admission(model, config, models.several)
+    # The body's model, or again the route's: others may have been admitted while this body arrived.
+    _check_admission(model, config, models.several)
     assert model.backend is not None
     info = model.backend.info
     embeds = call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL)

@@ -50,11 +50,16 @@ def parse_pipeline(body: bytes, content_type: str, config: ServerConfig) -> Call
     )
 
 
-def _decode_text(body: bytes) -> str:
+def utf8(body: bytes) -> str:
+    """A raw text body as text; 400 if it is not UTF-8."""
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError(400, "invalid_encoding", f"body is not valid UTF-8 (byte {exc.start})") from exc
+
+
+def _decode_text(body: bytes) -> str:
+    text = utf8(body)
     if not text.strip():
         raise PayloadError(400, "empty_input", "the request body is empty")
     return text
@@ -124,14 +129,14 @@ def parse_openai_embeddings(body: bytes, content_type: str, config: ServerConfig
     if "input" not in document:
         raise PayloadError(400, "missing_inputs", 'the JSON object has no "input" field')
     raw = document["input"]
-    if isinstance(raw, list) and raw and all(_is_token_id(t) for t in raw):
+    if isinstance(raw, list) and raw and all(is_integer(t) for t in raw):
         raw = [raw]  # one input given as token ids
     inputs, _ = _inputs(raw, "input", config.max_inputs, _check_text_or_tokens)
     encoding_format = document.get("encoding_format") or "float"
     if encoding_format not in ("float", "base64"):
         raise PayloadError(400, "invalid_parameters", '"encoding_format" must be "float" or "base64"')
     dimensions = document.get("dimensions")
-    if dimensions is not None and (not _is_token_id(dimensions) or dimensions < 1):
+    if dimensions is not None and (not is_integer(dimensions) or dimensions < 1):
         raise PayloadError(400, "invalid_parameters", '"dimensions" must be a positive integer')
     model = document.get("model")
     if model is not None and not isinstance(model, str):
@@ -146,7 +151,8 @@ def parse_openai_embeddings(body: bytes, content_type: str, config: ServerConfig
     return Call(RequestKind.EMBED, inputs, embed=options)
 
 
-def _is_token_id(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """A JSON integer (Python's bool is an int; JSON's true is not)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -158,7 +164,7 @@ def _check_text(value: Any, where: str) -> None:
 
 def _check_text_or_tokens(value: Any, where: str) -> None:
     if isinstance(value, list):
-        if not value or not all(_is_token_id(t) for t in value):
+        if not value or not all(is_integer(t) for t in value):
             raise PayloadError(400, "invalid_input", f"{where} must be a string or a non-empty list of token ids")
         return
     _check_text(value, where)

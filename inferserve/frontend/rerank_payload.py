@@ -24,7 +24,7 @@ from typing import Any
 from ..common.config import ServerConfig
 from ..ipc import Call, RequestKind, RerankOptions, WorkerReady
 from .errors import PayloadError
-from .payload import Parser, json_request
+from .payload import Parser, is_integer, json_request
 from .schemas import validate
 
 # Which model tasks serve each of these kinds (the worker's build_tasks).
@@ -72,7 +72,7 @@ def cohere_rerank_parser(api_version: str) -> Parser:
         query = _query(document)
         texts = _texts(document, "documents", config.max_inputs, objects=True)
         top_n = document.get("top_n")
-        if top_n is not None and (not _is_int(top_n) or top_n < 1):
+        if top_n is not None and (not is_integer(top_n) or top_n < 1):
             raise _unprocessable('"top_n" must be a positive integer')
         model = document.get("model")
         if model is not None and not isinstance(model, str):
@@ -197,10 +197,6 @@ def _truncation(document: dict[str, Any]) -> tuple[bool | None, bool]:
     if not isinstance(direction, str) or direction.lower() not in ("left", "right"):
         raise _unprocessable('"truncation_direction" must be "left" or "right"')
     return truncate, direction.lower() == "left"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _unprocessable(message: str) -> PayloadError:

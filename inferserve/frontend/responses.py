@@ -61,15 +61,14 @@ ErrorFactory = Callable[[int, str, str, dict[str, str]], web.Response]
 
 def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """Our error shape: {"error": message, "type": kind}."""
-    body = orjson.dumps({"error": message, "type": kind})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    return _json_error(status, {"error": message, "type": kind}, headers)
 
 
 def openai_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """OpenAI's error shape, for the /v1 routes."""
     error_type = "invalid_request_error" if status < 500 else "server_error"
-    body = orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": kind}})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    document = {"error": {"message": message, "type": error_type, "param": None, "code": kind}}
+    return _json_error(status, document, headers)
 
 
 def tei_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -93,16 +92,18 @@ def tei_error(status: int, kind: str, message: str, headers: dict[str, str] | No
         error_type = "Tokenizer"
     else:
         error_type = "Validation"
-    body = orjson.dumps({"error": message, "error_type": error_type})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    return _json_error(status, {"error": message, "error_type": error_type}, headers)
 
 
 def cohere_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """Cohere's error shape, ``{"message": ...}``, for /v1/rerank and /v2/rerank:
     what Cohere's API answers (its SDKs raise ApiError carrying this body) and
     what rerank clients print; Jina's clients only read the status."""
-    body = orjson.dumps({"message": message})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    return _json_error(status, {"message": message}, headers)
+
+
+def _json_error(status: int, document: dict[str, object], headers: dict[str, str] | None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(document), content_type="application/json", headers=headers)
 
 
 def failure_response(failure: Failure, error: ErrorFactory, headers: dict[str, str]) -> web.Response:

@@ -26,7 +26,7 @@ from .. import __version__
 from ..common.config import ServerConfig
 from ..ipc import Call, EmbedOptions, RequestKind, WorkerReady
 from .errors import PayloadError
-from .payload import TEXT_CONTENT_TYPES, json_request
+from .payload import TEXT_CONTENT_TYPES, is_integer, json_request, utf8
 from .schemas import validate
 
 _MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
@@ -90,10 +90,7 @@ def parse_root_embed(body: bytes, content_type: str, config: ServerConfig) -> Ca
     text body is one input; JSON is ``/embed``'s body, whose options may
     also come in ``"parameters"`` (the inference API's convention)."""
     if content_type in TEXT_CONTENT_TYPES:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PayloadError(400, "invalid_encoding", f"body is not valid UTF-8 (byte {exc.start})") from exc
+        text = utf8(body)
         validate(_text(text, "the body"), "EmbedTextBody", 422)
         return Call(RequestKind.EMBED, (text,), single=True, embed=EmbedOptions(normalize=True))
     document = _document(body, content_type)
@@ -171,7 +168,7 @@ def _items(raw: Any, field: str, config: ServerConfig) -> list[Any]:
 def _embed_inputs(document: dict[str, Any], config: ServerConfig) -> tuple[Any, ...]:
     """TEI's Input: a string or a token-id list, or a list of those."""
     raw = _required(document, "inputs")
-    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(_is_int(v) for v in raw)):
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(is_integer(v) for v in raw)):
         return (_embed_input(raw, "inputs"),)
     return tuple(_embed_input(v, f"inputs[{i}]") for i, v in enumerate(_items(raw, "inputs", config)))
 
@@ -193,7 +190,7 @@ def _text(value: Any, where: str) -> str:
 
 
 def _ids(value: Any, where: str) -> list[int]:
-    if not isinstance(value, list) or not all(_is_int(v) for v in value):
+    if not isinstance(value, list) or not all(is_integer(v) for v in value):
         raise PayloadError(422, "invalid_input", f"`{where}` must be a list of token ids")
     if not value:
         raise PayloadError(400, "empty_input", f"`{where}` cannot be empty")
@@ -220,7 +217,7 @@ def _embed_options(document: dict[str, Any], pooled: bool) -> EmbedOptions:
     if not pooled:
         return options
     dimensions = document.get("dimensions")
-    if dimensions is not None and (not _is_int(dimensions) or dimensions < 1):
+    if dimensions is not None and (not is_integer(dimensions) or dimensions < 1):
         raise PayloadError(422, "invalid_parameters", "`dimensions` should be a positive integer")
     return EmbedOptions(
         normalize=_bool(document, "normalize", True),
@@ -246,7 +243,3 @@ def _optional_str(document: dict[str, Any], name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise PayloadError(422, "invalid_parameters", f"`{name}` must be a string")
     return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
