@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..common.config import DEFAULT_MAX_PROB_DIFF, DEFAULT_MIN_COSINE
 from ..ipc import PrecisionReport
 
 log = logging.getLogger("inferserve.worker")
@@ -55,8 +56,8 @@ _TIMING_REPEATS = 3
 
 @dataclass(frozen=True)
 class Gate:
-    min_cosine: float = 0.999
-    max_prob_diff: float = 0.01
+    min_cosine: float = DEFAULT_MIN_COSINE
+    max_prob_diff: float = DEFAULT_MAX_PROB_DIFF
 
 
 @dataclass
