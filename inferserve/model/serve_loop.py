@@ -84,7 +84,7 @@ class ServeLoop:
             os._exit(0)
         self._replies.stop()  # after the last batch: flush the replies, then exit
 
-    # ---- arrivals ---------------------------------------------
+    # ---- arrivals ------------------------------------------------------------
 
     def _handle_all(self, messages: list[Any]) -> None:
         """Handle what one read brought, in order; the requests among it are
@@ -194,7 +194,7 @@ class ServeLoop:
             return
         self._tasks.stream.start(request)
 
-    # ---- batches ----------------------------------------------
+    # ---- batches -------------------------------------------------------------
 
     def _run_batch(self, batch: Batch) -> None:
         for item in batch.expired:
