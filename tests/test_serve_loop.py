@@ -10,6 +10,7 @@ busy" is a fact of the test, not a race.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import orjson
 import pytest
 
 from inferserve.common.config import BatchPolicy
-from inferserve.common.transport import Channel, open_pipes
+from inferserve.common.transport import Channel, encode_frame, open_pipes
 from inferserve.ipc import (
     MAX_ERROR_MESSAGE,
     BatchReport,
@@ -288,11 +289,13 @@ def test_cancel_drops_a_queued_request_unanswered(make_loop) -> None:
 def test_stop_runs_what_is_queued_then_refuses_and_returns(make_loop) -> None:
     loop = make_loop(max_batch_delay_ms=10_000, adaptive_wait=False)
     queued = loop.request("queued", single=True)
-    loop.front.send(StopWorker())
-    late = loop.request("late", single=True)
+    late = InferRequest(99, Call(RequestKind.PIPELINE, ("late",), single=True), time.monotonic() + 30)
+    # The stop and the request behind it in one write, so one read: the loop
+    # cannot finish and return between them.
+    os.writev(loop.front.writer_fileno(), [*encode_frame(StopWorker()), *encode_frame(late)])
     answers = loop.answers(2)
     assert orjson.loads(answers[queued].body) == "QUEUED"  # at once, not after the 10 s delay
-    assert (answers[late].outcome, answers[late].message) == (Outcome.INTERNAL, "the worker is stopping")
+    assert (answers[99].outcome, answers[99].message) == (Outcome.INTERNAL, "the worker is stopping")
     loop.thread.join(5)
     assert not loop.thread.is_alive()
     assert loop.task.batches == [["queued"]]
