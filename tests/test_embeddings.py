@@ -89,8 +89,13 @@ def test_openai_base64_dimensions_and_token_ids(default_model_server: ServerProc
     assert len(two["data"]) == 2 and two["usage"]["prompt_tokens"] == 7
 
 
-# What only the model can refuse; the parser's 400s are in-process in test_app_rerank_predict.py.
 @pytest.mark.parametrize("body,status", [
+    ({"input": ""}, 400),
+    ({"input": []}, 400),
+    ({"input": [1.5]}, 400),
+    ({"model": "m"}, 400),
+    ({"input": "x", "encoding_format": "hex"}, 400),
+    ({"input": "x", "dimensions": 0}, 400),
     ({"input": "x", "dimensions": 1000}, 422),
     ({"input": [[10**9]]}, 422),
 ])

@@ -206,7 +206,7 @@ def test_a_request_of_several_inputs_is_one_answer_in_input_order(make_loop) -> 
     rid = loop.request("a", "bb", "ccc")
     result = loop.answers(1)[rid]
     assert orjson.loads(result.body) == ["A", "BB", "CCC"] and result.batch_size == 3
-    assert result.batch == BatchReport(size=3, padded_tokens=9, compute_ms=result.batch.compute_ms)
+    assert result.batch is not None and (result.batch.size, result.batch.padded_tokens) == (3, 9)
 
 
 def test_under_load_the_report_goes_first_and_the_reply_thread_answers(make_loop) -> None:
