@@ -22,9 +22,7 @@ from .common.config import (
     DEFAULT_MODEL_NAME,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INPUTS,
-    DEFAULT_MAX_PROB_DIFF,
     DEFAULT_MAX_QUEUE,
-    DEFAULT_MIN_COSINE,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT_S,
     BatchPolicy,
@@ -88,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "auto: onnx where it is installed, agrees and is faster on the CPU in float32, else torch")
     model.add_argument("--cache-dir", default=None,
                        help="where exported engines are cached; default: $INFERSERVE_CACHE_DIR or ~/.cache/inferserve")
-    model.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE,
+    model.add_argument("--min-cosine", type=float, default=ModelSpec.min_cosine,
                        help="agreement gate for --dtype auto: least cosine between an item's outputs and float32's")
-    model.add_argument("--max-prob-diff", type=float, default=DEFAULT_MAX_PROB_DIFF,
+    model.add_argument("--max-prob-diff", type=float, default=ModelSpec.max_prob_diff,
                        help="agreement gate for --dtype auto: largest change of a softmax probability")
     model.add_argument("--workers", type=int, default=None,
                        help="worker processes per model, each batching on its own; default: one per --devices entry, else 1")

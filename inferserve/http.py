@@ -24,10 +24,10 @@ from .frontend.models import MODELS_KEY, ModelSet, list_models, retrieve_model
 from .frontend.payload import parse_openai_embeddings
 from .frontend.rerank_payload import parse_cohere_rerank_v1, parse_cohere_rerank_v2, parse_predict, parse_rerank
 from .frontend.responses import cohere_error, openai_error, tei_error
-from .frontend.state import CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
+from .frontend.state import BACKEND_KEY, CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
 from .frontend.worker_pool import WorkerPool, worker_specs
 
-__all__ = ["CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "STATE_KEY", "create_app"]
+__all__ = ["BACKEND_KEY", "CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "STATE_KEY", "create_app"]
 
 # Every model's routes, bare (the first model) and under /models/{name}
 # (docs/design.md#several-models); a name may hold "/" (hub ids do).
@@ -83,6 +83,7 @@ def create_app(
 def _attach_backends(app: web.Application, backends: InferenceBackend | Mapping[str, InferenceBackend]) -> None:
     models = app[MODELS_KEY]
     models.attach(backends)
+    app[BACKEND_KEY] = models.first.backend  # the first model's, as before there were several
     for model in models.models:
         backend = model.backend
         assert backend is not None

@@ -16,10 +16,6 @@ DEFAULT_MAX_QUEUE = 1024
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
 DEFAULT_MAX_INPUTS = 256
-# The agreement gate a reduced precision must pass under --dtype auto:
-# docs/design.md#precision says why these values.
-DEFAULT_MIN_COSINE = 0.999
-DEFAULT_MAX_PROB_DIFF = 0.01
 
 
 @dataclass(frozen=True)
@@ -33,8 +29,8 @@ class ModelSpec:
     # float32, float16, bfloat16: that one.
     dtype: str = "auto"
     # The agreement gate a reduced precision must pass under auto.
-    min_cosine: float = DEFAULT_MIN_COSINE
-    max_prob_diff: float = DEFAULT_MAX_PROB_DIFF
+    min_cosine: float = 0.999
+    max_prob_diff: float = 0.01
     # torch, onnx (ONNX Runtime, exported once and cached), or auto (onnx where
     # installed, verified and faster; the CLI's default). Programs building a
     # ModelSpec themselves get torch unless they ask.

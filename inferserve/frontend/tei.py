@@ -27,7 +27,9 @@ from ..common.config import ServerConfig
 from ..ipc import Call, EmbedOptions, RequestKind, WorkerReady
 from .errors import PayloadError
 from .payload import TEXT_CONTENT_TYPES, is_integer, json_request, utf8
-from .schemas import MAX_TOKEN_ID, validate
+from .schemas import validate
+
+_MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
 
 
 def parse_embed(body: bytes, content_type: str, config: ServerConfig) -> Call:
@@ -192,7 +194,7 @@ def _ids(value: Any, where: str) -> list[int]:
         raise PayloadError(422, "invalid_input", f"`{where}` must be a list of token ids")
     if not value:
         raise PayloadError(400, "empty_input", f"`{where}` cannot be empty")
-    if not all(0 <= v <= MAX_TOKEN_ID for v in value):
+    if not all(0 <= v <= _MAX_TOKEN_ID for v in value):
         raise PayloadError(422, "invalid_input", f"`{where}`: token ids must be non-negative 32-bit integers")
     return value
 

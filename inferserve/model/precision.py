@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..common.config import DEFAULT_MAX_PROB_DIFF, DEFAULT_MIN_COSINE
+from ..common.config import ModelSpec
 from ..ipc import PrecisionReport
 
 log = logging.getLogger("inferserve.worker")
@@ -56,8 +56,9 @@ _TIMING_REPEATS = 3
 
 @dataclass(frozen=True)
 class Gate:
-    min_cosine: float = DEFAULT_MIN_COSINE
-    max_prob_diff: float = DEFAULT_MAX_PROB_DIFF
+    # ModelSpec's defaults (the --min-cosine/--max-prob-diff flags'): the gate's one home.
+    min_cosine: float = ModelSpec.min_cosine
+    max_prob_diff: float = ModelSpec.max_prob_diff
 
 
 @dataclass
