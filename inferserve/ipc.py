@@ -16,6 +16,10 @@ from typing import Any, Callable, TypeVar, dataclass_transform
 
 T = TypeVar("T")
 
+# The most characters of an error message sent across the pipe: the client
+# reads the gist; a traceback-sized str(exc) belongs in the worker's log.
+MAX_ERROR_MESSAGE = 500
+
 
 @dataclass_transform(frozen_default=True)
 def message(cls: type[T]) -> type[T]:

@@ -17,11 +17,10 @@ from typing import Any
 from .common.config import BatchPolicy, ModelSpec
 from .common.logsetup import configure_logging
 from .common.transport import Channel
-from .ipc import WorkerFailed, WorkerReady
+from .ipc import MAX_ERROR_MESSAGE, WorkerFailed, WorkerReady
 
 log = logging.getLogger("inferserve.worker")
 
-_MAX_ERROR_MESSAGE = 500
 _PR_SET_PDEATHSIG = 1
 
 
@@ -49,11 +48,11 @@ def worker_main(
         log.info("warm-up batch ran in %.2fs", time.perf_counter() - warmup_started)
     except Exception as exc:  # noqa: BLE001 - report any load failure, then exit
         log.exception("model failed to load")
-        channel.send(WorkerFailed(message=str(exc)[:_MAX_ERROR_MESSAGE]))
+        channel.send(WorkerFailed(message=str(exc)[:MAX_ERROR_MESSAGE]))
         _exit(channel)
-    from .model.serve_loop import Worker
+    from .model.serve_loop import ServeLoop
 
-    worker = Worker(channel, tasks, policy, on_cpu=loaded.device == "cpu")
+    serve_loop = ServeLoop(channel, tasks, policy, on_cpu=loaded.device == "cpu")
     channel.send(
         WorkerReady(
             model=spec.model,
@@ -70,7 +69,7 @@ def worker_main(
             engine=loaded.engine,
         )
     )
-    worker.serve()
+    serve_loop.serve()
     log.info("worker stopped")
     _exit(channel)
 

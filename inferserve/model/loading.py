@@ -87,7 +87,7 @@ def _served_by_us(task: str) -> bool:
     """Tasks that run on inferserve's own implementation: transformers 5
     removed their pipelines (question-answering and the seq2seq tasks), and
     one implementation keeps their outputs the same whatever is installed."""
-    from .tasks.own_base import own_task_family
+    from .pipelines.base import own_task_family
 
     return own_task_family(task) is not None
 
@@ -103,7 +103,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     import transformers
 
     from .precision import Calibration, Gate, choose_precision
-    from .tasks.own_pipelines import build_own_pipeline
+    from .pipelines.build import build_own_pipeline
 
     steps["import"] = time.perf_counter() - started
     transformers.utils.logging.disable_progress_bar()  # no tqdm bars in server logs

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..common.config import ModelSpec
 from ..ipc import PrecisionReport
 
 log = logging.getLogger("inferserve.worker")
@@ -55,8 +56,9 @@ _TIMING_REPEATS = 3
 
 @dataclass(frozen=True)
 class Gate:
-    min_cosine: float = 0.999
-    max_prob_diff: float = 0.01
+    # ModelSpec's defaults (the --min-cosine/--max-prob-diff flags'): the gate's one home.
+    min_cosine: float = ModelSpec.min_cosine
+    max_prob_diff: float = ModelSpec.max_prob_diff
 
 
 @dataclass

@@ -1,25 +1,21 @@
-"""The worker's serve loop: read arrivals, batch them, run, reply.
+"""The worker's serve loop: read arrivals, batch them, run each batch.
 
-Two threads. The model thread reads the pipe whenever it is not running a
-batch: it plans and prepares each request through its task and queues one
-WorkItem per input in the Batcher, then runs whatever batch is due, waiting
-on the pipe until the open batch's deadline (no polling). The reply thread
-encodes and sends finished requests while the model runs the next batch;
-when nothing else waits, the model thread replies itself (one hand-off
-fewer). Why this split: docs/design.md#worker-threads.
+The model thread reads the pipe whenever it is not running a batch: it
+plans and prepares each request through its task and queues one WorkItem
+per input in the Batcher, then runs whatever batch is due, waiting on the
+pipe until the open batch's deadline (no polling). Its answers go out
+through ``Replies`` (replies.py: the reply thread, and the report riding on
+a batch's first answer); this loop only says whether anything else waits.
+Why this split: docs/design.md#worker-threads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from ..common.config import BatchPolicy
 from ..common.transport import Channel
@@ -33,10 +29,10 @@ from ..ipc import (
     StopWorker,
 )
 from .batching import Batch, Batcher, WorkItem, padded_tokens
-from .errors import InputRejected, ParametersRejected
+from .replies import Answer, Replies
 from .tasks import TaskSet
 from .tasks.base import BatchTask, DirectTask, TaskPlan, classify_failure
-from .tracker import MAX_ERROR_MESSAGE, RequestState, RequestTracker
+from .tracker import RequestTracker
 
 log = logging.getLogger("inferserve.worker")
 
@@ -51,7 +47,10 @@ class _Admission:
     arrival: float
 
 
-class Worker:
+class ServeLoop:
+    """The worker's model thread: arrivals in, batches run, answers handed
+    to ``Replies``; ``serve`` returns once told to stop and drained."""
+
     def __init__(self, channel: Channel, tasks: TaskSet, policy: BatchPolicy, on_cpu: bool = True) -> None:
         self._channel = channel
         # On CPU a forward pass occupies every core: yield one first (below).
@@ -65,14 +64,12 @@ class Worker:
             max_tokens=policy.max_batch_tokens,
             adaptive_wait=policy.adaptive_wait,
         )
-        # Finished requests, handed from the model thread to the reply thread.
-        self._finished: queue.SimpleQueue[RequestState | None] = queue.SimpleQueue()
+        self._replies = Replies(channel)
 
     def serve(self) -> None:
         """The model thread: read arrivals, run each batch when it is due,
         until told to stop and the queue is empty."""
-        replies = threading.Thread(target=self._reply_loop, name="replies", daemon=True)
-        replies.start()
+        self._replies.start()
         try:
             while not (self._stopping and not len(self._batcher)):
                 # Waits only while no batch is due: forever when idle, else
@@ -85,17 +82,9 @@ class Worker:
             # The front-end is gone: nobody is left to answer. Exit at once
             # rather than finish work whose results cannot be delivered.
             os._exit(0)
-        self._finished.put(None)  # after the last batch: flush the replies, then exit
-        replies.join()
+        self._replies.stop()  # after the last batch: flush the replies, then exit
 
-    # ---- reply thread ------------------------------------------------------
-
-    def _reply_loop(self) -> None:
-        """Encode and send finished requests while the model runs the next batch."""
-        while (state := self._finished.get()) is not None:
-            self._channel.send(self._encode(state))
-
-    # ---- model thread: arrivals ---------------------------------------------
+    # ---- arrivals ------------------------------------------------------------
 
     def _handle_all(self, messages: list[Any]) -> None:
         """Handle what one read brought, in order; the requests among it are
@@ -115,7 +104,7 @@ class Worker:
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, InferRequest):  # only while stopping: never queue past StopWorker
-            self._reply_error(message.request_id, Outcome.INTERNAL, "the worker is stopping")
+            self._replies.error(message.request_id, Outcome.INTERNAL, "the worker is stopping")
         elif isinstance(message, CancelRequest):
             if self._tracker.cancel(message.request_id):
                 self._batcher.discard(message.request_id)
@@ -138,12 +127,12 @@ class Worker:
             return None
         task = self._tasks.batch.get(call.kind)
         if task is None:
-            self._reply_error(request.request_id, Outcome.INVALID_INPUT, self._unserved(call.kind))
+            self._replies.error(request.request_id, Outcome.INVALID_INPUT, self._unserved(call.kind))
             return None
         try:
             plan = task.plan(call)
         except Exception as exc:  # noqa: BLE001 - one request's bug must not stop the worker
-            self._refuse(request.request_id, exc)
+            self._replies.refuse(request.request_id, exc)
             return None
         return _Admission(request, task, plan, time.monotonic())
 
@@ -163,7 +152,7 @@ class Worker:
         request, call = admission.request, admission.request.call
         for index, item in enumerate(prepared):
             if isinstance(item, Exception):
-                self._refuse(request.request_id, item, "" if call.single else f"inputs[{index}]: ")
+                self._replies.refuse(request.request_id, item, "" if call.single else f"inputs[{index}]: ")
                 return
         group = (call.kind, admission.plan.group)  # only requests computed the same way share a batch
         self._tracker.add(request, admission.task, admission.plan.options, admission.arrival,
@@ -188,10 +177,10 @@ class Worker:
         try:
             body = task.answer(request.call)
         except Exception as exc:  # noqa: BLE001 - one request's bug must not stop the worker
-            self._refuse(request.request_id, exc)
+            self._replies.refuse(request.request_id, exc)
             return
         compute_ms = (time.monotonic() - started) * 1000.0
-        self._channel.send(InferResult(request.request_id, Outcome.OK, body=body, batch_size=1, compute_ms=compute_ms))
+        self._replies.send(InferResult(request.request_id, Outcome.OK, body=body, batch_size=1, compute_ms=compute_ms))
 
     def _unserved(self, kind: RequestKind) -> str:
         if kind in (RequestKind.EMBED, RequestKind.EMBED_ALL):
@@ -200,32 +189,16 @@ class Worker:
 
     def _start_stream(self, request: InferRequest) -> None:
         if self._tasks.stream is None:
-            self._reply_error(request.request_id, Outcome.INVALID_INPUT,
-                              f"this model ({self._tasks.name}) does not stream; streaming needs text-generation")
+            self._replies.error(request.request_id, Outcome.INVALID_INPUT,
+                                f"this model ({self._tasks.name}) does not stream; streaming needs text-generation")
             return
         self._tasks.stream.start(request)
 
-    def _refuse(self, request_id: int, exc: Exception, where: str = "") -> None:
-        """Answer a request that failed before any compute: the client's
-        input or parameters (422), else our bug (500, logged)."""
-        if isinstance(exc, InputRejected):
-            self._reply_error(request_id, Outcome.INVALID_INPUT, f"{where}{exc}")
-        elif isinstance(exc, ParametersRejected):
-            self._reply_error(request_id, Outcome.INVALID_PARAMETERS, str(exc))
-        else:
-            log.error("request %d failed before batching", request_id, exc_info=exc)
-            self._reply_error(request_id, Outcome.INTERNAL, "internal error")
-
-    def _reply_error(self, request_id: int, outcome: Outcome, message: str) -> None:
-        self._channel.send(
-            InferResult(request_id=request_id, outcome=outcome, message=message[:MAX_ERROR_MESSAGE])
-        )
-
-    # ---- model thread: batches ----------------------------------------------
+    # ---- batches -------------------------------------------------------------
 
     def _run_batch(self, batch: Batch) -> None:
         for item in batch.expired:
-            self._send(self._tracker.fail(
+            self._replies.send(self._tracker.fail(
                 item.request_id, Outcome.DEADLINE_EXCEEDED, "deadline exceeded before compute"
             ))
         # A request may have been cancelled or failed since it was queued.
@@ -242,56 +215,18 @@ class Worker:
         started = time.monotonic()
         outputs = first.task.run([item.payload for item in items], first.options)
         compute_ms = (time.monotonic() - started) * 1000.0
-        report: BatchReport | None = BatchReport(
-            size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms
-        )
-        # Under load the reply thread encodes and sends, so the model thread is
-        # already on its next batch; the report goes first, so the front-end
-        # has counted the batch before any of its answers reaches a client.
-        inline = not len(self._batcher) and not self._channel.readable_now()
-        if not inline:
-            self._channel.send(report)
-            report = None
+        report = BatchReport(size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms)
+        answers: list[Answer] = []
         for item, output in zip(items, outputs):
             if isinstance(output, Exception):
                 outcome, message = classify_failure(output)
                 if outcome is Outcome.INTERNAL:
                     log.error("request %d failed", item.request_id, exc_info=output)
-                result = self._tracker.fail(item.request_id, outcome, message)
-            else:
-                state = self._tracker.complete(item, output, len(items), started, compute_ms)
-                if state is None:
-                    continue  # more of its inputs are still to come
-                if not inline:
-                    self._finished.put(state)
-                    continue
-                result = self._encode(state)
-            if result is not None and report is not None:
-                # Nothing else queued: this thread answers at once (no hand-off
-                # to the reply thread), the report riding on its first answer.
-                result = replace(result, batch=report)
-                report = None
-            self._send(result)
-        if report is not None:  # no answer left this batch (a request's inputs span batches)
-            self._channel.send(report)
-
-    def _encode(self, state: RequestState) -> InferResult:
-        request = state.request
-        try:
-            body = state.task.encode(state.outputs, request.call, state.options, state.tokens)
-        except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
-            log.exception("cannot encode the output of request %d", request.request_id)
-            return InferResult(request.request_id, Outcome.INTERNAL, message=f"cannot encode output: {exc}")
-        queue_ms = ((state.first_start or state.arrival) - state.arrival) * 1000.0
-        return InferResult(
-            request_id=request.request_id,
-            outcome=Outcome.OK,
-            body=body,
-            batch_size=state.batch_size,
-            queue_ms=queue_ms,
-            compute_ms=state.compute_ms,
-        )
-
-    def _send(self, result: InferResult | None) -> None:
-        if result is not None:
-            self._channel.send(result)
+                answer: Answer | None = self._tracker.fail(item.request_id, outcome, message)
+            else:  # None while more of its inputs are still to come
+                answer = self._tracker.complete(item, output, len(items), started, compute_ms)
+            if answer is not None:
+                answers.append(answer)
+        # Inline when nothing else waits: no next batch for a reply thread to overlap.
+        inline = not len(self._batcher) and not self._channel.readable_now()
+        self._replies.batch(report, answers, inline)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ipc import InferRequest, InferResult, Outcome
+from ..ipc import MAX_ERROR_MESSAGE, InferRequest, InferResult, Outcome
 from .batching import WorkItem
-
-MAX_ERROR_MESSAGE = 500
 
 
 @dataclass

@@ -12,6 +12,7 @@ serve loop only ever talks to these three protocols.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -109,9 +110,10 @@ def run_isolated(batch: list[Prepared], compute: Callable[[list[Prepared]], list
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
+    # Looked up, not imported: torch raised nothing if it was never loaded
+    # (the serve loop's in-process tests run fake tasks without it).
+    torch = sys.modules.get("torch")
+    return (torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc)
 
 
 def _release_cached_device_memory() -> None:
@@ -123,12 +125,13 @@ def _release_cached_device_memory() -> None:
 
 def classify_failure(exc: BaseException) -> tuple[Outcome, str]:
     """Which failures are the input's fault (422) and which are ours (500)."""
-    from transformers.pipelines.base import PipelineException
-
     from ..errors import InputRejected
 
+    # Looked up, not imported, as torch is above: no pipeline raised if none was loaded.
+    pipelines = sys.modules.get("transformers.pipelines.base")
+    pipeline_errors = (pipelines.PipelineException,) if pipelines is not None else ()
     if is_out_of_memory(exc):
         return Outcome.INTERNAL, "out of memory, even for this input alone"
-    if isinstance(exc, (InputRejected, PipelineException, ValueError, TypeError, KeyError, IndexError)):
+    if isinstance(exc, (InputRejected, *pipeline_errors, ValueError, TypeError, KeyError, IndexError)):
         return Outcome.INVALID_INPUT, str(exc) or type(exc).__name__
     return Outcome.INTERNAL, "internal error"

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ParametersRejected
-from .own_base import OwnPipeline
+from ..pipelines.base import OwnPipeline
 
 _TEXT_ARGUMENTS = frozenset({"text", "text_pair", "text_target", "text_pair_target", "return_tensors"})
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

@@ -27,7 +27,7 @@ from ...ipc import Call
 from ..errors import InputRejected, ParametersRejected, too_long
 from ..tokens import token_limit
 from .base import Prepared, PreparesOneByOne, TaskPlan, run_isolated
-from .own_base import OwnPipeline
+from ..pipelines.base import OwnPipeline
 from .parameters import accepted_parameters, check_parameters
 
 # Tasks whose pipeline is a plain preprocess -> forward -> postprocess chain

@@ -21,7 +21,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from ...ipc import FromWorker, InferRequest, InferResult, Outcome, StreamChunk
+from ...ipc import MAX_ERROR_MESSAGE, FromWorker, InferRequest, InferResult, Outcome, StreamChunk
 from ..errors import ParametersRejected
 
 log = logging.getLogger("inferserve.worker")
@@ -87,7 +87,7 @@ class StreamingTask:
         try:
             params = self._parse_params(request.call.params)
         except ParametersRejected as exc:
-            self._send(InferResult(request.request_id, Outcome.INVALID_PARAMETERS, message=str(exc)[:500]))
+            self._send(InferResult(request.request_id, Outcome.INVALID_PARAMETERS, message=str(exc)[:MAX_ERROR_MESSAGE]))
             return
         cancelled = threading.Event()
         with self._lock:
@@ -114,7 +114,7 @@ class StreamingTask:
             self._send(result)
         except Exception as exc:  # noqa: BLE001 - one stream's failure is its own
             log.warning("stream %d failed: %s", request.request_id, exc)
-            self._send(InferResult(request.request_id, Outcome.INVALID_INPUT, message=str(exc)[:500]))
+            self._send(InferResult(request.request_id, Outcome.INVALID_INPUT, message=str(exc)[:MAX_ERROR_MESSAGE]))
         finally:
             with self._lock:
                 self._cancelled.pop(request.request_id, None)

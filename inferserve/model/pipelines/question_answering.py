@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import InputRejected
-from .own_base import OwnPipeline, positive_int, unexpected
+from .base import OwnPipeline, positive_int, unexpected
 
 
 class ExtractiveQuestionAnswering(OwnPipeline):

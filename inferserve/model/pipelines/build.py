@@ -6,7 +6,7 @@ from typing import Any
 
 import transformers
 
-from .own_base import OwnPipeline, own_task_family
+from .base import OwnPipeline, own_task_family
 from .question_answering import ExtractiveQuestionAnswering
 from .seq2seq import Seq2SeqGeneration
 

@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from ..errors import InputRejected
-from .own_base import OwnPipeline, own_task_family, positive_int, unexpected
+from .base import OwnPipeline, own_task_family, positive_int, unexpected
 
 SEQ2SEQ_OUTPUT_KEYS = {
     "text2text-generation": "generated_text",
