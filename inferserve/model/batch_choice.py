@@ -1,10 +1,10 @@
 """Which queued inputs form the next batch: the one that finishes the most
 work per second, priced by the model's cost model.
 
-The work of an input is what it costs on its own in a batch of its length
-(``cost.item_ms(length)``); a batch costs ``cost.batch_ms(n, longest)``.
-Its efficiency is work / cost: 1.0 minus the fixed cost's and the padding's
-share. The oldest input always goes, so nothing starves. For each padded
+The work of an input is what it would cost at best: in a full batch of
+inputs of its own length (its ``item_ms`` and its share of the fixed cost);
+a batch costs ``cost.batch_ms(n, longest)``. The batch's efficiency is its
+work / its cost: 1.0 when nothing is padded and the batch is full. The oldest input always goes, so nothing starves. For each padded
 length L it could have, the batch is the oldest plus the longest inputs of
 at most L tokens, added one by one while that raises the efficiency (an
 input whose own work is small against L's cost would lower it: a short
@@ -66,7 +66,7 @@ def _best_around(anchor: int, pool: Sequence[int], lengths: Sequence[int], cost:
     others = sorted((p for p in pool if p != anchor), key=lambda p: (lengths[p], -p))
     other_lengths = [lengths[p] for p in others]
     own = lengths[anchor]
-    anchor_work = _work(cost, own)
+    anchor_work = _work(cost, own, max_size)
     best: tuple[float, float, int, int] | None = None  # (efficiency, cost, end, count) of others[end-count:end]
     for padded in sorted({own, *(n for n in other_lengths if n > own)}):
         room = max_size if max_tokens is None else min(max_size, max_tokens // max(1, padded))
@@ -76,7 +76,7 @@ def _best_around(anchor: int, pool: Sequence[int], lengths: Sequence[int], cost:
         # Longest first: each input added brings less work for the same
         # item_ms, so once one lowers the efficiency every later one would.
         while count + 1 < room and count < end:
-            more = _work(cost, other_lengths[end - count - 1])
+            more = _work(cost, other_lengths[end - count - 1], max_size)
             if (work + more) * batch_ms < work * (batch_ms + item_ms):
                 break
             work, batch_ms, count = work + more, batch_ms + item_ms, count + 1
@@ -88,7 +88,9 @@ def _best_around(anchor: int, pool: Sequence[int], lengths: Sequence[int], cost:
     return Choice(sorted([anchor, *others[end - count:end]]), batch_ms, efficiency)
 
 
-def _work(cost: CostModel, length: int) -> float:
-    # A model priced at zero per token (or inputs of no tokens): every input
-    # is one unit, so the batch just grows.
-    return cost.item_ms(length) or 1e-9
+def _work(cost: CostModel, length: int, max_size: int) -> float:
+    """What an input would cost at best: in a full batch of its own length.
+    Counting the fixed cost's share keeps short inputs in big batches; a
+    model priced at zero (or inputs of no tokens) makes every input one
+    unit, and the batch just grows."""
+    return cost.item_ms(length) + cost.fixed_ms / max_size or 1e-9

@@ -27,7 +27,7 @@ log = logging.getLogger("inferserve.worker")
 # on two CPU cores, yet spans lone inputs to batches and short to long.
 GRID_SIZES = (1, 4, 16)
 GRID_LENGTHS = (16, 64, 256)
-_REPEATS = 2  # the fastest of these, after one untimed run, is the sample
+_REPEATS = 3  # the fastest of these, after one untimed run, is the sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,27 +59,41 @@ Sample = tuple[int, int, float]  # (size, length, milliseconds)
 
 
 def fit(samples: Sequence[Sample]) -> CostModel:
-    """Least-squares coefficients, none negative: of the fits over every
-    subset of the three terms with no negative coefficient, the one with the
-    smallest residual (three terms: seven fits, all tiny)."""
+    """Coefficients, none negative, by least squares on relative errors (a
+    1 ms and a 300 ms sample count alike). A sample over 1.5x its fit was
+    slowed by something else on the machine (noise only ever adds time): it
+    is dropped and the rest refitted once."""
+    kept = list(samples)
+    if not kept:
+        raise ValueError("no samples to fit")
+    cost = _fit_once(kept)
+    typical = [s for s in kept if s[2] <= 1.5 * cost.batch_ms(s[0], s[1])]
+    if len(kept) > len(typical) >= 4:
+        cost = _fit_once(typical)
+    return cost
+
+
+def _fit_once(samples: Sequence[Sample]) -> CostModel:
+    """Of the fits over every subset of the three terms with no negative
+    coefficient, the one with the smallest residual (seven tiny solves)."""
     import numpy as np
 
-    if not samples:
-        raise ValueError("no samples to fit")
     n = np.array([s[0] for s in samples], dtype=np.float64)
     length = np.array([s[1] for s in samples], dtype=np.float64)
     y = np.array([s[2] for s in samples], dtype=np.float64)
-    columns = np.stack([np.ones_like(n), n * length, n * length * length], axis=1)
-    scale = columns.max(axis=0)  # comparable columns: a well-conditioned solve
+    weight = 1.0 / np.maximum(y, 1e-6)
+    columns = np.stack([np.ones_like(n), n * length, n * length * length], axis=1) * weight[:, None]
+    target = y * weight
+    scale = np.maximum(np.abs(columns).max(axis=0), 1e-300)  # comparable columns: a well-conditioned solve
     best: tuple[float, np.ndarray] | None = None
     for used in itertools.chain.from_iterable(itertools.combinations(range(3), k) for k in (3, 2, 1)):
         picked = list(used)
-        solved, *_ = np.linalg.lstsq(columns[:, picked] / scale[picked], y, rcond=None)
+        solved, *_ = np.linalg.lstsq(columns[:, picked] / scale[picked], target, rcond=None)
         if (solved < 0).any():
             continue
         coefficients = np.zeros(3)
         coefficients[picked] = solved / scale[picked]
-        residual = float(((columns @ coefficients - y) ** 2).sum())
+        residual = float(((columns @ coefficients - target) ** 2).sum())
         if best is None or residual < best[0] - 1e-12 * max(1.0, residual):
             best = (residual, coefficients)
     if best is None:  # every sample timed at <= 0 (a broken clock): no cost at all
