@@ -126,6 +126,9 @@ def measure_model(model: object, max_length: int | None) -> tuple[CostModel, Cos
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return None
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        max_length = min(max_length or positions, positions)
     started = time.perf_counter()
     try:
         samples = measure(forward_runner(model), max_length)

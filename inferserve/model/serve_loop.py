@@ -33,6 +33,7 @@ from ..ipc import (
     StopWorker,
 )
 from .batching import Batch, Batcher, WorkItem, padded_tokens
+from .cost_model import DEFAULT_COST_MODEL, CostModel
 from .errors import InputRejected, ParametersRejected
 from .tasks import TaskSet
 from .tasks.base import BatchTask, DirectTask, TaskPlan, classify_failure
@@ -52,7 +53,8 @@ class _Admission:
 
 
 class Worker:
-    def __init__(self, channel: Channel, tasks: TaskSet, policy: BatchPolicy, on_cpu: bool = True) -> None:
+    def __init__(self, channel: Channel, tasks: TaskSet, policy: BatchPolicy, on_cpu: bool = True,
+                 cost_model: CostModel = DEFAULT_COST_MODEL) -> None:
         self._channel = channel
         # On CPU a forward pass occupies every core: yield one first (below).
         self._yield_before_forward = on_cpu and hasattr(os, "sched_yield")
@@ -64,6 +66,7 @@ class Worker:
             max_delay_s=policy.max_batch_delay_ms / 1000.0,
             max_tokens=policy.max_batch_tokens,
             adaptive_wait=policy.adaptive_wait,
+            cost_model=cost_model,
         )
         # Finished requests, handed from the model thread to the reply thread.
         self._finished: queue.SimpleQueue[RequestState | None] = queue.SimpleQueue()
@@ -243,7 +246,8 @@ class Worker:
         outputs = first.task.run([item.payload for item in items], first.options)
         compute_ms = (time.monotonic() - started) * 1000.0
         report: BatchReport | None = BatchReport(
-            size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms
+            size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms,
+            tokens=sum(item.tokens for item in items),
         )
         # Under load the reply thread encodes and sends, so the model thread is
         # already on its next batch; the report goes first, so the front-end
