@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from inferserve.model.cost_model import GRID_LENGTHS, GRID_SIZES, CostModel, fit, measure, measure_model
+from inferserve.model.cost_model import (
+    GRID_LENGTHS, GRID_MAX_TOKENS, GRID_SIZES, CostModel, fit, measure, measure_model,
+)
+
+GRID = [(n, L) for n in GRID_SIZES for L in GRID_LENGTHS if n * L <= GRID_MAX_TOKENS]
 
 
 class FakeForward:
@@ -31,7 +35,8 @@ TRUTH = CostModel(fixed_ms=5.8, per_token_ms=0.07, per_token_squared_ms=0.0001)
 def test_the_fit_recovers_the_cost_of_a_fake_clock() -> None:
     forward = FakeForward(TRUTH)
     samples = measure(forward, max_length=512, clock=forward.clock)
-    assert {(n, L) for n, L, _ in samples} == {(n, L) for n in GRID_SIZES for L in GRID_LENGTHS}
+    assert [(n, L) for n, L, _ in samples] == GRID
+    assert len(GRID) >= 6 and max(L for _, L in GRID) == max(GRID_LENGTHS)
     cost = fit(samples)
     assert cost.measured
     assert cost.fixed_ms == pytest.approx(TRUTH.fixed_ms, rel=1e-6)
@@ -44,7 +49,7 @@ def test_every_shape_is_run_untimed_once_before_it_is_timed() -> None:
     forward = FakeForward(TRUTH)
     measure(forward, max_length=None, clock=forward.clock)
     assert forward.calls[0] == forward.calls[1]  # the warm run, then the timed ones
-    assert len(forward.calls) == len(GRID_SIZES) * len(GRID_LENGTHS) * 4
+    assert len(forward.calls) == len(GRID) * 3
 
 
 def test_lengths_past_the_models_limit_are_not_timed() -> None:
@@ -77,6 +82,6 @@ def test_a_real_model_is_timed_and_reported(embedding_model) -> None:
     measured = measure_model(model, max_length=64)
     assert measured is not None
     cost, report = measured
-    assert report.measured and report.samples == len(GRID_SIZES) * 2  # lengths 16 and 64
+    assert report.measured and report.samples == len(GRID_SIZES) * 2  # lengths 16 and 64 (16 x 64 = 1024)
     assert cost.batch_ms(16, 64) > cost.batch_ms(1, 16) > 0.0
     assert report.fixed_ms == cost.fixed_ms
