@@ -44,7 +44,7 @@ def words() -> list[str]:
 
 def cut(count: int, low: int, high: int, seed: int, mask: bool = False) -> list[str]:
     """``count`` passages of ``low``-``high`` words (uniform), taken in turn
-    from the docstrings; with ``mask`` one word mid-passage is [MASK] (fill-mask)."""
+    from the docstrings; with ``mask`` the third word is [MASK] (fill-mask)."""
     source = words()
     rng = random.Random(seed)
     texts, at = [], rng.randrange(len(source))
@@ -54,8 +54,8 @@ def cut(count: int, low: int, high: int, seed: int, mask: bool = False) -> list[
             at = 0
         chunk = source[at:at + n]
         at += n
-        if mask:
-            chunk[len(chunk) // 2] = "[MASK]"
+        if mask:  # early, so that truncation to a model's limit keeps it
+            chunk[2] = "[MASK]"
         texts.append(" ".join(chunk))
     return texts
 

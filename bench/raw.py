@@ -140,6 +140,9 @@ class RawPipeline:
         self.model_dir, self.task, self.device, self.engine = model, task, device, engine
         wanted = torch_dtype(dtype)
         self.pipe = transformers.pipeline(task, model=model, device=device, dtype=wanted)
+        if task == "fill-mask":  # long inputs (bench passages) truncated to the model's limit, as the server does
+            limit = min(self.pipe.tokenizer.model_max_length, self.pipe.model.config.max_position_embeddings)
+            self.pipe._preprocess_params.setdefault("tokenizer_kwargs", {"truncation": True, "max_length": limit})
         if wanted != "auto" and self.pipe.model.dtype != wanted:
             self.pipe.model.to(wanted)
         if engine == "onnx":
@@ -199,7 +202,9 @@ class RawPipeline:
         padded to their batch's longest, or to a near neighbour's length."""
         tokenizer = getattr(self, "tokenizer", None) or self.pipe.tokenizer
         chunk = (self.texts * (1 + (4 * batch_size) // len(self.texts)))[: 4 * batch_size]
-        limit = min(tokenizer.model_max_length, 256 if isinstance(self, RawEmbedder) else 512)
+        network = getattr(self, "model", None) or self.pipe.model
+        limit = min(tokenizer.model_max_length, 256 if isinstance(self, RawEmbedder) else 512,
+                    getattr(network.config, "max_position_embeddings", 512))
         lengths = [min(len(ids), limit) for ids in tokenizer(chunk)["input_ids"]]
         if order == "length":
             ranked = sorted(range(len(chunk)), key=lengths.__getitem__)

@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="each measurement (x3 for bert-base)")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--count", type=int, default=256, help="distinct passages (and as many queries)")
+    p.add_argument("--words", nargs=2, type=int, default=[20, 250], metavar=("LOW", "HIGH"), help="passage lengths")
     p.add_argument("--batch", type=int, default=32, help="the raw passage batch")
     p.add_argument("--server-args", default="", help="extra inferserve flags")
 
@@ -41,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     model = MODELS[args.model]
     mask = model.task == "fill-mask"
-    long, short = passages(args.count, mask=mask), queries(args.count, mask=mask)
+    long, short = passages(args.count, *args.words, mask=mask), queries(args.count, mask=mask)
     long_bodies = write_bodies(f"{model.name}-mixed-passages", long)
     short_bodies = write_bodies(f"{model.name}-mixed-queries", short)
     query_clients = max(1, min(args.concurrency - 1, round(args.concurrency * args.query_share)))
