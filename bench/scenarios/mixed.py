@@ -20,7 +20,7 @@ import statistics
 from contextlib import ExitStack
 
 from bench.harness import MODELS, finish, load_command, spawn, write_bodies
-from bench.passage_runs import counters, open_server_and_raw, raw_limits, window_figures
+from bench.passage_runs import counters, cpu_name, open_server_and_raw, raw_limits, window_figures
 from bench.passages import passages, queries
 
 SUMMARY = "80% short queries + 20% passages: each class's p99 beside one passage batch (~3 min)"
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
                     f"padding eff {window['padding_efficiency'] or 0:.2f}", flush=True)
     ratios = [r["query_p99_in_passage_batches"] for r in rounds]
     return {"name": model.name, "title": model.title, "route": model.route, "server_args": args.server_args,
-            "concurrency": args.concurrency, "clients": {"queries": query_clients, "passages": passage_clients},
+            "cpu": cpu_name(), "words": args.words, "concurrency": args.concurrency, "clients": {"queries": query_clients, "passages": passage_clients},
             "batch": args.batch, **chosen, "rounds": rounds,
             "summary": {"query_p99_in_passage_batches": statistics.median(ratios), "goal": 2.0,
                         "met": statistics.median(ratios) <= 2.0}}

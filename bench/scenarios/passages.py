@@ -21,7 +21,7 @@ import statistics
 from contextlib import ExitStack
 
 from bench.harness import MODELS, load, write_bodies
-from bench.passage_runs import counters, open_server_and_raw, raw_limits, window_figures
+from bench.passage_runs import counters, cpu_name, open_server_and_raw, raw_limits, window_figures
 from bench.passages import passages
 
 SUMMARY = "mixed-length passages: server vs raw arrival-order and length-sorted limits (~10 min)"
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    return {"models": [bench_model(name, args) for name in args.models]}
+    return {"cpu": cpu_name(), "models": [bench_model(name, args) for name in args.models]}
 
 
 def bench_model(name: str, args: argparse.Namespace) -> dict:
@@ -80,5 +80,5 @@ def summarize(rounds: list[dict], concurrency: list[int]) -> dict:
               for c in concurrency}
     rates = {str(c): statistics.median(r["runs"][str(c)]["rps"] for r in rounds) for c in concurrency}
     ordered = [rates[str(c)] for c in sorted(concurrency)]
-    return {"ratio_to_sorted": ratios, "best_rps": rates,
+    return {"ratio_to_sorted": ratios, "median_rps": rates,
             "rises_with_concurrency": all(b >= a for a, b in zip(ordered, ordered[1:]))}
