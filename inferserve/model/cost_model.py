@@ -23,8 +23,8 @@ from ..ipc import CostReport
 
 log = logging.getLogger("inferserve.worker")
 
-# Small on purpose: the grid runs in about a second for MiniLM on two CPU
-# cores, yet spans lone inputs to batches and short to long. Shapes over
+# Small on purpose (it adds to every start), yet it spans lone inputs to
+# batches and short inputs to long. Shapes over
 # GRID_MAX_TOKENS padded tokens are left out: the slowest, and the line
 # through the others already prices them.
 GRID_SIZES = (1, 4, 16)
