@@ -85,3 +85,15 @@ def test_a_real_model_is_timed_and_reported(embedding_model) -> None:
     assert report.measured and report.samples == len(GRID_SIZES) * 2  # lengths 16 and 64 (16 x 64 = 1024)
     assert cost.batch_ms(16, 64) > cost.batch_ms(1, 16) > 0.0
     assert report.fixed_ms == cost.fixed_ms
+
+
+def test_the_call_is_never_priced_at_nothing() -> None:
+    # A fit that finds no fixed cost (noise, or a model this small) keeps half
+    # of a lone short input's time as the call's: batching stays worth something.
+    forward = FakeForward(CostModel(fixed_ms=0.0, per_token_ms=0.1))
+    samples = measure(forward, max_length=512, clock=forward.clock)
+    smallest = min(samples, key=lambda s: s[0] * s[1])
+    assert smallest[:2] == (1, 16)
+    cost = fit(samples)
+    assert cost.fixed_ms == pytest.approx(smallest[2] / 2)
+    assert cost.per_token_ms == pytest.approx(0.1, rel=0.05)

@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..ipc import CostReport
 
@@ -65,7 +65,8 @@ def fit(samples: Sequence[Sample]) -> CostModel:
     """Coefficients, none negative, by least squares on relative errors (a
     1 ms and a 300 ms sample count alike). A sample over 1.5x its fit was
     slowed by something else on the machine (noise only ever adds time): it
-    is dropped and the rest refitted once."""
+    is dropped and the rest refitted once. The fixed cost is at least half
+    the smallest shape's time."""
     kept = list(samples)
     if not kept:
         raise ValueError("no samples to fit")
@@ -73,6 +74,11 @@ def fit(samples: Sequence[Sample]) -> CostModel:
     typical = [s for s in kept if s[2] <= 1.5 * cost.batch_ms(s[0], s[1])]
     if len(kept) > len(typical) >= 4:
         cost = _fit_once(typical)
+    # A lone short input's time is mostly the call itself: a noisy fit must
+    # not price the call at nothing (batching would then seem worthless).
+    smallest = min(kept, key=lambda s: s[0] * s[1])[2]
+    if cost.fixed_ms < smallest / 2:
+        cost = replace(cost, fixed_ms=smallest / 2)
     return cost
 
 
