@@ -107,3 +107,11 @@ def test_a_model_priced_at_zero_per_token_just_fills_the_batch() -> None:
 def test_an_empty_queue_has_no_batch() -> None:
     with pytest.raises(ValueError):
         choose_batch([], CPU, max_size=4)
+
+
+def test_a_jump_forms_around_the_shortest_not_a_middling_older_input() -> None:
+    # The 90-token passage is older than the query and short enough to jump
+    # too; the jump is built around the query, so it does not wait again.
+    lengths = [200, 150, 210, 90, 180, 12]
+    choice = choose_batch(lengths, CPU, max_size=32)
+    assert choice.jumped and 5 in choice.indices

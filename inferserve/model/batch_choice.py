@@ -12,9 +12,9 @@ input is not padded to a long one's length). The best L wins.
 
 One exception, so that a short query is never stuck behind passages: when
 the previous batch went oldest-first, a batch of inputs at most half as
-long as the oldest may go ahead of it if it costs at most half what the
-oldest's batch does and the oldest's deadline still holds after it. The
-oldest then goes next. Why: docs/design.md#cost-shaped-batches.
+long as the oldest, built the same way around the shortest of them, may go
+ahead of it if it costs at most half what the oldest's batch does and the
+oldest's deadline still holds after it. The oldest then goes next. Why: docs/design.md#cost-shaped-batches.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ def choose_batch(
     if may_jump:
         short = [p for p in range(1, len(lengths)) if 2 * lengths[p] <= lengths[0]]
         if short:
-            ahead = _best_around(short[0], short, lengths, cost, max_size, max_tokens)
+            # Around the shortest (of those, the oldest): the queries, not a
+            # middling passage that happens to be older than them.
+            shortest = min(short, key=lengths.__getitem__)
+            ahead = _best_around(shortest, short, lengths, cost, max_size, max_tokens)
             if 2 * ahead.cost_ms <= oldest_first.cost_ms and ahead.cost_ms < oldest_slack_ms:
                 return Choice(ahead.indices, ahead.cost_ms, ahead.efficiency, jumped=True)
     return oldest_first
