@@ -55,10 +55,6 @@ class Batch:
     def padded_tokens(self) -> int:
         return padded_tokens(self.items)
 
-    @property
-    def tokens(self) -> int:
-        return sum(item.tokens for item in self.items)
-
 
 def padded_tokens(items: list[WorkItem]) -> int:
     """What a batch costs once padded: count x longest (the token budget's measure)."""
