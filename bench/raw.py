@@ -7,6 +7,8 @@ answers one JSON line per command on stdin:
 
     sweep SECONDS [reverse]  items/s of pipeline(texts, batch_size=b) for b in 1,8,16,32 (or 32..1)
     limit B SECONDS          items/s at batch size B
+    ordered B SECONDS ORDER  items/s and padding efficiency at batch size B over the first 4B
+                             texts in arrival order or sorted by length (ORDER: arrival, length)
     single N                 median latency (ms) of N pipeline(text) calls
     agree [N]                how far the outputs over the first N texts (all) move from a float32 torch copy's
 
@@ -138,6 +140,9 @@ class RawPipeline:
         self.model_dir, self.task, self.device, self.engine = model, task, device, engine
         wanted = torch_dtype(dtype)
         self.pipe = transformers.pipeline(task, model=model, device=device, dtype=wanted)
+        if task == "fill-mask":  # long inputs (bench passages) truncated to the model's limit, as the server does
+            limit = min(self.pipe.tokenizer.model_max_length, self.pipe.model.config.max_position_embeddings)
+            self.pipe._preprocess_params.setdefault("tokenizer_kwargs", {"truncation": True, "max_length": limit})
         if wanted != "auto" and self.pipe.model.dtype != wanted:
             self.pipe.model.to(wanted)
         if engine == "onnx":
@@ -190,6 +195,28 @@ class RawPipeline:
             self.pipe(chunk, batch_size=batch_size)
             done += len(chunk)
         return done / (time.perf_counter() - started)
+
+    def ordered(self, batch_size: int, seconds: float, order: str) -> dict:
+        """The limit over the first 4 x B texts as they come (``arrival``)
+        or sorted by their token count (``length``): mixed-length inputs
+        padded to their batch's longest, or to a near neighbour's length."""
+        tokenizer = getattr(self, "tokenizer", None) or self.pipe.tokenizer
+        chunk = (self.texts * (1 + (4 * batch_size) // len(self.texts)))[: 4 * batch_size]
+        network = getattr(self, "model", None) or self.pipe.model
+        limit = min(tokenizer.model_max_length, 256 if isinstance(self, RawEmbedder) else 512,
+                    getattr(network.config, "max_position_embeddings", 512))
+        lengths = [min(len(ids), limit) for ids in tokenizer(chunk)["input_ids"]]
+        if order == "length":
+            ranked = sorted(range(len(chunk)), key=lengths.__getitem__)
+            chunk, lengths = [chunk[i] for i in ranked], [lengths[i] for i in ranked]
+        batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+        padded = sum(len(b) * max(b) for b in batches)
+        saved, self.texts = self.texts, chunk
+        try:
+            rate = self.limit(batch_size, seconds)  # the chunk is all 4 x B texts, in this order
+        finally:
+            self.texts = saved
+        return {"items_s": rate, "padding_efficiency": sum(lengths) / padded, "order": order}
 
     def single(self, calls: int) -> float:
         latencies = []
@@ -304,6 +331,8 @@ def run_command(raw: RawPipeline, command: str, rest: list[str]):
         return {b: raw.limit(b, float(rest[0])) for b in sizes}
     if command == "limit":
         return raw.limit(int(rest[0]), float(rest[1]))
+    if command == "ordered":
+        return raw.ordered(int(rest[0]), float(rest[1]), rest[2])
     if command == "single":
         return raw.single(int(rest[0]))
     if command == "agree":

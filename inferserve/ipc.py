@@ -169,6 +169,7 @@ class BatchReport:
     size: int
     padded_tokens: int
     compute_ms: float
+    tokens: int = 0  # the inputs' own tokens: tokens / padded_tokens is the padding efficiency
 
 
 @message
@@ -182,6 +183,19 @@ class PrecisionReport:
     min_cosine: float | None = None
     max_prob_diff: float | None = None
     speedup: float | None = None  # float32's time / this precision's, on the calibration set
+
+
+@message
+class CostReport:
+    """The worker's fitted cost of one forward pass over n inputs padded to
+    L tokens: fixed_ms + per_token_ms * n*L + per_token_squared_ms * n*L*L."""
+
+    fixed_ms: float
+    per_token_ms: float
+    per_token_squared_ms: float
+    measured: bool  # False: the default guess (the model could not be timed)
+    samples: int = 0  # grid points timed at warm-up
+    seconds: float = 0.0  # how long timing them took
 
 
 @message
@@ -202,6 +216,7 @@ class WorkerReady:
     sentence_transformers: bool = False
     precision: PrecisionReport | None = None
     engine: str = "torch"  # what runs the forward pass (model/engines.py)
+    cost_model: CostReport | None = None  # what the batcher prices batches with (model/cost_model.py)
 
 
 @message

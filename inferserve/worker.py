@@ -17,7 +17,7 @@ from typing import Any
 from .common.config import BatchPolicy, ModelSpec
 from .common.logsetup import configure_logging
 from .common.transport import Channel
-from .ipc import MAX_ERROR_MESSAGE, WorkerFailed, WorkerReady
+from .ipc import MAX_ERROR_MESSAGE, CostReport, WorkerFailed, WorkerReady
 
 log = logging.getLogger("inferserve.worker")
 
@@ -46,13 +46,14 @@ def worker_main(
         warmup_started = time.perf_counter()
         tasks.warmup()
         log.info("warm-up batch ran in %.2fs", time.perf_counter() - warmup_started)
+        cost = _measure_cost(loaded, tasks)
     except Exception as exc:  # noqa: BLE001 - report any load failure, then exit
         log.exception("model failed to load")
         channel.send(WorkerFailed(message=str(exc)[:MAX_ERROR_MESSAGE]))
         _exit(channel)
     from .model.serve_loop import ServeLoop
 
-    serve_loop = ServeLoop(channel, tasks, policy, on_cpu=loaded.device == "cpu")
+    serve_loop = ServeLoop(channel, tasks, policy, on_cpu=loaded.device == "cpu", cost_model=cost[0])
     channel.send(
         WorkerReady(
             model=spec.model,
@@ -67,11 +68,23 @@ def worker_main(
             sentence_transformers=tasks.sentence_transformers,
             precision=loaded.precision,
             engine=loaded.engine,
+            cost_model=cost[1],
         )
     )
     serve_loop.serve()
     log.info("worker stopped")
     _exit(channel)
+
+
+def _measure_cost(loaded: Any, tasks: Any) -> tuple[Any, CostReport]:
+    """The batcher's cost model, timed on the loaded model in its chosen
+    precision and engine (model/cost_model.py); the default where it cannot
+    be timed (text generation's batches are generate() calls, not one pass)."""
+    from .model.cost_model import DEFAULT_COST_MODEL, measure_model
+
+    measured = None if loaded.task == "text-generation" else measure_model(
+        loaded.pipeline.model, tasks.max_input_length)
+    return measured or (DEFAULT_COST_MODEL, DEFAULT_COST_MODEL.report())
 
 
 def _exit(channel: Channel) -> None:

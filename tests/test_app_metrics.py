@@ -102,8 +102,8 @@ def test_in_flight_gauge_counts_requests_being_handled() -> None:
 def test_batch_reports_restarts_answers_and_retries_are_recorded_via_the_metrics_object() -> None:
     app, _ = make_app()
     metrics = app[METRICS_KEY]
-    metrics.observe_batch(BatchReport(size=3, padded_tokens=30, compute_ms=12.0), "fake")
-    metrics.observe_batch(BatchReport(size=1, padded_tokens=5, compute_ms=2.0), "fake")
+    metrics.observe_batch(BatchReport(size=3, padded_tokens=30, compute_ms=12.0, tokens=21), "fake")
+    metrics.observe_batch(BatchReport(size=1, padded_tokens=5, compute_ms=2.0, tokens=5), "fake")
     metrics.observe_answer(0, "fake")
     metrics.observe_answer(1, "fake")
     metrics.observe_answer(1, "fake")
@@ -115,6 +115,9 @@ def test_batch_reports_restarts_answers_and_retries_are_recorded_via_the_metrics
     assert samples['inferserve_batch_size_bucket{le="1.0"}'] == 1
     assert samples["inferserve_items_computed_total"] == 4
     assert samples["inferserve_batch_padded_tokens_sum"] == 35
+    # Padding efficiency: real over padded tokens, 26 / 35 here.
+    assert samples["inferserve_tokens_real_total"] == 26
+    assert samples["inferserve_tokens_padded_total"] == 35
     assert samples["inferserve_batch_compute_seconds_count"] == 2
     assert samples["inferserve_batch_compute_seconds_sum"] == pytest.approx(0.014)
     assert samples['inferserve_worker_answers_total{model="fake",worker="0"}'] == 1

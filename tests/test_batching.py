@@ -121,9 +121,11 @@ def test_similar_lengths_are_batched_together() -> None:
     for i, tokens in enumerate([50, 5, 48, 6, 52, 4]):
         batcher.put(item(i, tokens=tokens))
     first = next_batch(batcher)
-    assert [i.request_id for i in first.items] == [0, 2, 4]  # the oldest, then its length peers
+    # The short ones cost under half the long ones' batch: they go first
+    # (batch_choice: a short batch may go ahead of the oldest, once).
+    assert [i.request_id for i in first.items] == [1, 3, 5]
     second = next_batch(batcher)
-    assert [i.request_id for i in second.items] == [1, 3, 5]
+    assert [i.request_id for i in second.items] == [0, 2, 4]  # the oldest, then its length peers
     assert first.padded_tokens + second.padded_tokens == 3 * 52 + 3 * 6
 
 
@@ -162,3 +164,32 @@ def test_close_makes_the_queue_due_at_once_and_refuses_more() -> None:
         batcher.take()
     with pytest.raises(RuntimeError):
         batcher.put(item(2))
+
+
+def test_a_query_goes_ahead_of_queued_passages_once_then_the_oldest() -> None:
+    from inferserve.model.cost_model import CostModel
+
+    clock = FakeClock()
+    cpu = CostModel(fixed_ms=5.8, per_token_ms=0.07, per_token_squared_ms=0.0001)
+    batcher = Batcher(max_size=32, max_delay_s=0.0, clock=clock, cost_model=cpu)
+    for i, tokens in enumerate([200, 150, 210, 90, 180]):
+        batcher.put(queued(clock, i, tokens=tokens))
+    clock.now += 0.01
+    batcher.put(queued(clock, 100, tokens=12))  # a query, behind five passages
+    first = [i.request_id for i in next_batch(batcher).items]
+    assert 100 in first and 0 not in first  # with the 90-token passage, less than half the oldest's 200
+    batcher.put(queued(clock, 101, tokens=12))  # another: never two jumps in a row
+    assert 0 in [i.request_id for i in next_batch(batcher).items]
+
+
+def test_no_jump_when_the_oldest_would_miss_its_deadline() -> None:
+    from inferserve.model.cost_model import CostModel
+
+    clock = FakeClock()
+    cpu = CostModel(fixed_ms=5.8, per_token_ms=0.07, per_token_squared_ms=0.0001)
+    batcher = Batcher(max_size=32, max_delay_s=0.0, clock=clock, cost_model=cpu)
+    oldest = queued(clock, 0, tokens=200)
+    oldest.deadline = clock.now + 0.002  # 2 ms left: less than the query's batch (~6.7 ms)
+    batcher.put(oldest)
+    batcher.put(queued(clock, 1, tokens=12))
+    assert [i.request_id for i in next_batch(batcher).items][0] == 0

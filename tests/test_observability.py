@@ -69,6 +69,14 @@ def test_metrics_move_by_the_right_amounts(observed_server: ServerProcess) -> No
     assert batches == delta(after, before, "inferserve_batch_compute_seconds_count")
     assert math.ceil(20 / MAX_BATCH) <= batches <= 20
     assert delta(after, before, "inferserve_queue_wait_seconds_count") == 20
+    # Padding efficiency's two counters: the inputs' own tokens, and what was padded.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(observed_server.args[observed_server.args.index("--model") + 1])
+    own = sum(len(tokenizer(f"metric {i} [MASK]")["input_ids"]) for i in range(20))
+    assert delta(after, before, "inferserve_tokens_real_total") == own
+    padded = delta(after, before, "inferserve_tokens_padded_total")
+    assert padded == delta(after, before, "inferserve_batch_padded_tokens_sum") >= own
     assert after["inferserve_worker_up"] == 1
     assert after["inferserve_queue_depth"] == 0
     assert after["inferserve_worker_restarts_total"] == 0
@@ -87,6 +95,10 @@ def test_info_matches_the_flags(observed_server: ServerProcess, fill_mask_model:
     assert set(info["versions"]) >= {"inferserve", "torch", "transformers"}
     assert info["versions"]["torch"].startswith("2.")
     assert info["uptime_s"] > 0
+    cost = info["cost_model"]  # timed at warm-up (model/cost_model.py)
+    assert cost["measured"] and cost["samples"] >= 6
+    assert min(cost["fixed_ms"], cost["per_token_ms"], cost["per_token_squared_ms"]) >= 0
+    assert cost["fixed_ms"] + cost["per_token_ms"] > 0
 
 
 def test_timing_headers_are_consistent(observed_server: ServerProcess) -> None:

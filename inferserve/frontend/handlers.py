@@ -82,6 +82,7 @@ async def info(request: web.Request) -> web.Response:
         "dtype": worker.dtype if worker else None,
         "engine": worker.engine if worker else config.model.engine,
         "precision": asdict(worker.precision) if worker and worker.precision else None,
+        "cost_model": asdict(worker.cost_model) if worker and worker.cost_model else None,
         "embedding_dimension": worker.embedding_dimension if worker else None,
         "ready": backend.ready,
         "workers": config.workers,

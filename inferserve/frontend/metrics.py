@@ -30,6 +30,8 @@ class _ModelSeries:
     compute: Any
     batch_size: Any
     padded_tokens: Any
+    tokens_real: Any
+    tokens_padded: Any
     items_computed: Any
     restarts: Any
     retries: Any
@@ -61,6 +63,14 @@ class ServerMetrics:
         self.padded_tokens = Histogram(
             "inferserve_batch_padded_tokens", "Padded tokens (inputs x longest) per model batch",
             ["model"], buckets=_TOKEN_BUCKETS, registry=r,
+        )
+        # Padding efficiency: rate(inferserve_tokens_real) / rate(inferserve_tokens_padded).
+        self.tokens_real = Counter(
+            "inferserve_tokens_real", "The inputs' own tokens computed (padding excluded)", ["model"], registry=r,
+        )
+        self.tokens_padded = Counter(
+            "inferserve_tokens_padded", "Tokens computed once padded (inputs x longest, per batch)", ["model"],
+            registry=r,
         )
         self.items_computed = Counter(
             "inferserve_items_computed", "Inputs that went through the model", ["model"], registry=r,
@@ -111,6 +121,8 @@ class ServerMetrics:
             compute=self.compute.labels(model=model),
             batch_size=self.batch_size.labels(model=model),
             padded_tokens=self.padded_tokens.labels(model=model),
+            tokens_real=self.tokens_real.labels(model=model),
+            tokens_padded=self.tokens_padded.labels(model=model),
             items_computed=self.items_computed.labels(model=model),
             restarts=self.worker_restarts.labels(model=model),
             retries=self.retries.labels(model=model),
@@ -130,6 +142,8 @@ class ServerMetrics:
         series = self._models[model]
         series.batch_size.observe(report.size)
         series.padded_tokens.observe(report.padded_tokens)
+        series.tokens_real.inc(report.tokens)
+        series.tokens_padded.inc(report.padded_tokens)
         series.items_computed.inc(report.size)
         series.compute.observe(report.compute_ms / 1000.0)
 

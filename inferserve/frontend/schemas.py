@@ -240,6 +240,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
         "properties": {
             "model": {"type": "string"}, "served_model_name": {"type": "string"}, "task": _STRING,
             "device": _STRING, "dtype": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
+            "cost_model": {"type": ["object", "null"]},
             "embedding_dimension": {"type": ["integer", "null"]}, "ready": {"type": "boolean"},
             "workers": _INTEGER, "max_batch_size": _INTEGER, "max_batch_delay_ms": _NUMBER,
             "batch_wait": {"enum": ["adaptive", "fixed"]}, "max_queue": _INTEGER, "max_inputs": _INTEGER,

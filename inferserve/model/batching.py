@@ -10,8 +10,10 @@ polling), so an arrival and a deadline wake the same thread. One thread
 owns a batcher; it has no lock.
 
 Items only share a batch with items of the same ``group`` (same pipeline
-parameters). An optional token budget bounds ``count x longest`` so that one
-long input cannot blow up a whole batch.
+parameters). Which of a group's items go is ``batch_choice.choose_batch``'s
+decision, priced by the model's cost model: the oldest always, then the
+inputs that make the batch finish the most work per second. An optional
+token budget bounds ``count x longest`` on top.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
+
+from .batch_choice import choose_batch
+from .cost_model import DEFAULT_COST_MODEL, CostModel
+
+# The batch is chosen among this many times max_size of the oldest items: a
+# bounded price per batch however long the queue, and the rest wait anyway.
+_LOOKAHEAD = 4
 
 
 @dataclass(slots=True)
@@ -60,6 +69,7 @@ class Batcher:
         max_tokens: int | None = None,
         adaptive_wait: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        cost_model: CostModel = DEFAULT_COST_MODEL,
     ) -> None:
         if max_size < 1:
             raise ValueError("max_size must be >= 1")
@@ -71,6 +81,8 @@ class Batcher:
         # never held back; a steady crowd still fills its batches.
         self._adaptive_wait = adaptive_wait
         self._clock = clock
+        self._cost_model = cost_model
+        self._jumped = False  # the last batch went ahead of the oldest item
         self._groups: OrderedDict[Hashable, deque[WorkItem]] = OrderedDict()
         self._queued = 0
         self._last_batch_size = 0
@@ -133,22 +145,13 @@ class Batcher:
         live = [item for item in queue if item.deadline > now]
         items: list[WorkItem] = []
         if live:
-            # The oldest item always goes (nothing starves); the rest are
-            # chosen by length closest to it, so short inputs are not padded
-            # to a long neighbour's length and the token budget fits more.
-            oldest = live[0]
-            by_similarity = sorted(live[1:], key=lambda item: abs(item.tokens - oldest.tokens))
-            items.append(oldest)
-            longest = oldest.tokens
-            for item in by_similarity:
-                if len(items) == self._max_size:
-                    break
-                longest_with = max(longest, item.tokens)
-                if self._max_tokens is not None and (len(items) + 1) * longest_with > self._max_tokens:
-                    continue  # too long to join this batch; a later one takes it
-                items.append(item)
-                longest = longest_with
-            items.sort(key=lambda item: item.arrival)
+            window = live[: _LOOKAHEAD * self._max_size]
+            choice = choose_batch(
+                [item.tokens for item in window], self._cost_model, self._max_size, self._max_tokens,
+                may_jump=not self._jumped, oldest_slack_ms=(window[0].deadline - now) * 1000.0,
+            )
+            self._jumped = choice.jumped
+            items = [window[i] for i in choice.indices]
         taken = {id(item) for item in items} | {id(item) for item in expired}
         remaining = deque(item for item in queue if id(item) not in taken)
         if remaining:

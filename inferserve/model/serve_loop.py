@@ -29,6 +29,7 @@ from ..ipc import (
     StopWorker,
 )
 from .batching import Batch, Batcher, WorkItem, padded_tokens
+from .cost_model import DEFAULT_COST_MODEL, CostModel
 from .replies import Answer, Replies
 from .tasks import TaskSet
 from .tasks.base import BatchTask, DirectTask, TaskPlan, classify_failure
@@ -51,7 +52,8 @@ class ServeLoop:
     """The worker's model thread: arrivals in, batches run, answers handed
     to ``Replies``; ``serve`` returns once told to stop and drained."""
 
-    def __init__(self, channel: Channel, tasks: TaskSet, policy: BatchPolicy, on_cpu: bool = True) -> None:
+    def __init__(self, channel: Channel, tasks: TaskSet, policy: BatchPolicy, on_cpu: bool = True,
+                 cost_model: CostModel = DEFAULT_COST_MODEL) -> None:
         self._channel = channel
         # On CPU a forward pass occupies every core: yield one first (below).
         self._yield_before_forward = on_cpu and hasattr(os, "sched_yield")
@@ -63,6 +65,7 @@ class ServeLoop:
             max_delay_s=policy.max_batch_delay_ms / 1000.0,
             max_tokens=policy.max_batch_tokens,
             adaptive_wait=policy.adaptive_wait,
+            cost_model=cost_model,
         )
         self._replies = Replies(channel)
 
@@ -215,7 +218,8 @@ class ServeLoop:
         started = time.monotonic()
         outputs = first.task.run([item.payload for item in items], first.options)
         compute_ms = (time.monotonic() - started) * 1000.0
-        report = BatchReport(size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms)
+        report = BatchReport(size=len(items), padded_tokens=padded_tokens(items), compute_ms=compute_ms,
+                             tokens=sum(item.tokens for item in items))
         answers: list[Answer] = []
         for item, output in zip(items, outputs):
             if isinstance(output, Exception):

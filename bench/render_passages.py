@@ -1,0 +1,77 @@
+"""The passages and mixed sections of bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import statistics
+
+from bench.markdown import heading, machine
+
+
+def _median(values) -> float:
+    return statistics.median(list(values))
+
+
+def _cpu(doc: dict) -> str:
+    name = doc["results"].get("cpu")
+    return f"{machine(doc)}, {name}" if name else machine(doc)
+
+
+def _cost(model: dict) -> str:
+    cost = model.get("cost_model") or {}
+    if not cost:
+        return "no cost model reported"
+    return (f"cost model {cost['fixed_ms']:.2f} ms + {cost['per_token_ms']:.4f} ms x n*L "
+            f"+ {cost['per_token_squared_ms']:.2e} ms x n*L^2"
+            + ("" if cost.get("measured") else " (default, not measured)"))
+
+
+def render_passages(doc: dict) -> str:
+    lines = [heading("Mixed-length passages", doc).rstrip("\n"), "",
+             f"{_cpu(doc)}; medians over {doc['options']['rounds']} round(s); every server figure is set "
+             "against the raw limits taken just before it, in the server's own precision and engine.", ""]
+    for model in doc["results"]["models"]:
+        rounds = model["rounds"]
+        lines += [f"### {model['title']}", "",
+                  f"{model['count']} passages of {model['words'][0]}-{model['words'][1]} words, one per request; "
+                  f"server {model['dtype']} on {model['engine']}"
+                  + (f" with `{model['server_args']}`" if model["server_args"] else "") + f"; {_cost(model)}.", "",
+                  "| | items/s | of sorted limit | p50 ms | p99 ms | padding efficiency | mean batch |",
+                  "|---|---|---|---|---|---|---|"]
+        sorted_rate = _median(r["limits"]["length"]["items_s"] for r in rounds)
+        for order, label in (("arrival", "raw, arrival order"), ("length", "raw, sorted by length")):
+            rate = _median(r["limits"][order]["items_s"] for r in rounds)
+            eff = _median(r["limits"][order]["padding_efficiency"] for r in rounds)
+            lines.append(f"| {label}, batches of {model['batch']} | {rate:.1f} | {rate / sorted_rate:.0%} | | | "
+                         f"{eff:.2f} | {model['batch']} |")
+        for c, ratio in model["summary"]["ratio_to_sorted"].items():
+            runs = [r["runs"][c] for r in rounds]
+            eff = [x["padding_efficiency"] for x in runs if x["padding_efficiency"] is not None]
+            size = [x["mean_batch_size"] for x in runs if x["mean_batch_size"] is not None]
+            lines.append(f"| server, concurrency {c} | {model['summary']['median_rps'][c]:.1f} | **{ratio:.0%}** | "
+                         f"{_median(x['p50_ms'] for x in runs):.0f} | {_median(x['p99_ms'] for x in runs):.0f} | "
+                         f"{_median(eff) if eff else float('nan'):.2f} | {_median(size) if size else 0:.1f} |")
+        rises = model["summary"]["rises_with_concurrency"]
+        lines += ["", "Higher concurrency " + ("never slower" if rises else "**slower** somewhere") + ".", ""]
+    return "\n".join(lines)
+
+
+def render_mixed(doc: dict) -> str:
+    result = doc["results"]
+    rounds = result["rounds"]
+    batch_ms = _median(r["passage_batch_ms"] for r in rounds)
+    lines = [heading("Queries beside passages", doc).rstrip("\n"), "",
+             f"{_cpu(doc)}; {result['title']}; concurrency {result['concurrency']}: "
+             f"{result['clients']['queries']} clients sending ~10-word queries, {result['clients']['passages']} "
+             f"sending {result['words'][0]}-{result['words'][1]}-word passages; server {result['dtype']} on {result['engine']}; {_cost(result)}. "
+             f"One length-sorted batch of {result['batch']} passages in the raw helper: {batch_ms:.0f} ms.", "",
+             "| | items/s | p50 ms | p99 ms | p99 / one passage batch |", "|---|---|---|---|---|"]
+    for kind in ("queries", "passages"):
+        runs = [r["runs"][kind] for r in rounds]
+        p99 = _median(x["p99_ms"] for x in runs)
+        lines.append(f"| {kind} | {_median(x['rps'] for x in runs):.1f} | {_median(x['p50_ms'] for x in runs):.0f} | "
+                     f"{p99:.0f} | {p99 / batch_ms:.2f} |")
+    summary = result["summary"]
+    lines += ["", f"Goal: the queries' p99 at most {summary['goal']:g} passage batches: "
+              f"**{summary['query_p99_in_passage_batches']:.2f}, " + ("met" if summary["met"] else "not met") + "**.",
+              ""]
+    return "\n".join(lines)
