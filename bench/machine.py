@@ -15,10 +15,14 @@ from pathlib import Path
 # --- /proc ------------------------------------------------------------------
 
 def worker_pids(server_pid: int) -> list[int]:
-    """The server's model worker processes (its spawned children; not
-    multiprocess's resource tracker, its other child)."""
-    found = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "spawn_main"], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
+    """The server's model worker processes: the children of its preloaded
+    helper (a forkserver child; not multiprocess's resource tracker)."""
+    helpers = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "forkserver"], capture_output=True, text=True)
+    workers = []
+    for helper in helpers.stdout.split():
+        found = subprocess.run(["pgrep", "-P", helper], capture_output=True, text=True)
+        workers += [int(pid) for pid in found.stdout.split()]
+    return workers
 
 
 def cpu_seconds(pid: int) -> float:
