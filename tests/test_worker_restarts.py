@@ -1,0 +1,151 @@
+"""A dead worker costs little: the remembered precision choice, the preloaded
+helper workers fork from, and a spare that takes a dead worker's place.
+
+(The lone worker's in-flight requests answered by its replacement:
+test_reliability.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from helpers import ServerProcess, build_tiny_bert, scrape, wait_until
+from inferserve.common.config import ModelSpec
+from inferserve.common.preloaded_starts import PreloadedStarts
+from inferserve.model import precision
+from inferserve.model.loading import load_model
+
+# ---- the remembered choice (in-process) ------------------------------------------------
+
+
+def test_the_choice_is_remembered_then_measured_again_when_the_model_files_change(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    model = build_tiny_bert(tmp_path / "model", "BertForMaskedLM")
+    spec = ModelSpec(model=str(model), dtype="bfloat16", engine="torch", cache_dir=str(tmp_path / "cache"))
+    real_timer = precision._time_forward
+    timed: list[Any] = []
+
+    def counting_timer(model: Any, features: Any) -> float:
+        timed.append(model)
+        return real_timer(model, features)
+
+    monkeypatch.setattr(precision, "_time_forward", counting_timer)
+    first = load_model(spec)
+    assert timed and first.precision.chosen == "measured" and first.precision.measured_at
+    assert first.dtype == "bfloat16"
+    timed.clear()
+
+    again = load_model(spec)
+    assert timed == []  # no timing loop: the choice is reused
+    assert again.precision.chosen == "remembered"
+    assert again.precision.measured_at == first.precision.measured_at
+    assert again.dtype == "bfloat16" and again.precision.dtype == "bfloat16"
+    assert again.precision.min_cosine == first.precision.min_cosine  # the measurement's report, kept
+
+    config = model / "config.json"  # the model changes: the choice is measured again
+    config.write_text(json.dumps(json.loads(config.read_text()), indent=4))
+    changed = load_model(spec)
+    assert timed and changed.precision.chosen == "measured"
+
+
+def test_a_remembered_choice_that_no_longer_agrees_is_measured_again(tmp_path: Path, monkeypatch) -> None:
+    model = build_tiny_bert(tmp_path / "model", "BertForMaskedLM")
+    spec = ModelSpec(model=str(model), dtype="bfloat16", engine="torch", cache_dir=str(tmp_path / "cache"))
+    load_model(spec)
+    monkeypatch.setattr(precision, "agrees", lambda *args: False)  # as if the outputs had drifted
+    assert load_model(spec).precision.chosen == "measured"
+
+
+# ---- the preloaded helper (in-process) ---------------------------------------------------
+
+
+def _probe(conn: Any) -> None:
+    """Runs in a fork of the helper: what the helper had imported and initialised."""
+    import sys
+
+    preloaded = "inferserve.model.loading" in sys.modules and "torch" in sys.modules
+    import torch
+
+    conn.send({"preloaded": preloaded, "cuda_initialized": torch.cuda.is_initialized()})
+    conn.close()
+
+
+def test_the_helper_has_the_worker_wing_imported_and_no_cuda_state() -> None:
+    helper = PreloadedStarts()
+    helper.start()
+    try:
+        receiver, sender = helper.context.Pipe(duplex=False)
+        child = helper.context.Process(target=_probe, args=(sender,), daemon=True)
+        child.start()
+        sender.close()
+        assert receiver.poll(120)
+        seen = receiver.recv()
+        child.join(10)
+    finally:
+        helper.stop()
+    assert seen == {"preloaded": True, "cuda_initialized": False}
+
+
+# ---- a spare worker (a real server) -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spare_server(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    logs = tmp_path_factory.mktemp("logs")
+    server = ServerProcess(["--model", str(fill_mask_model), "--spare-workers", "1", "--max-batch-delay-ms", "200",
+                            "--batch-wait", "fixed"], logs / "spare.log")
+    server.start()
+    wait_until(lambda: len(server.worker_pids()) == 2 and server.log().count(" ready: model") == 2, timeout=90,
+               interval=0.1, what="the worker and its spare ready")
+    yield server
+    server.stop()
+
+
+def _serving_pid(server: ServerProcess) -> int:
+    """Worker 0's process: it serves first, worker 1 is the spare."""
+    return int(re.findall(r"worker 0: process (\d+) started", server.log())[-1])
+
+
+def test_with_a_spare_a_killed_worker_costs_no_request(spare_server: ServerProcess) -> None:
+    server = spare_server
+    victim = _serving_pid(server)
+    spare = next(pid for pid in server.worker_pids() if pid != victim)
+
+    async def scenario() -> list[tuple[int, str, str]]:
+        async with aiohttp.ClientSession() as session:
+            async def one(i: int) -> tuple[int, str, str]:
+                text = f"spare {i}"
+                async with session.post(server.url + "/", json={"inputs": f"{text} [MASK]"}) as resp:
+                    body = await resp.json()
+                    return resp.status, text, body[0]["sequence"] if resp.status == 200 else str(body)
+
+            in_flight = [asyncio.create_task(one(i)) for i in range(16)]
+            await asyncio.sleep(0.1)  # inside the 200 ms batch window: in flight in the worker
+            os.kill(victim, signal.SIGKILL)
+            after = []
+            for i in range(16, 40):  # and requests arriving just after the kill
+                after.append(asyncio.create_task(one(i)))
+                await asyncio.sleep(0.02)
+            return await asyncio.gather(*in_flight, *after)
+
+    results = asyncio.run(scenario())
+    assert [status for status, _, _ in results] == [200] * len(results), results
+    assert all(sequence.startswith(text) for _, text, sequence in results)
+    assert "spare worker 1 takes its place" in server.log()
+    # The dead worker is started again and becomes the spare.
+    wait_until(lambda: server.log().count(" ready: model") == 3, timeout=60, interval=0.1,
+               what="the replacement spare ready")
+    assert len(server.worker_pids()) == 2 and spare in server.worker_pids()
+    assert scrape(server)["inferserve_worker_restarts_total"] == 1
+    started = time.monotonic()
+    assert server.post_json({"inputs": "after [MASK]"}).status == 200
+    assert time.monotonic() - started < 5
