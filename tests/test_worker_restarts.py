@@ -27,16 +27,15 @@ from inferserve.model.loading import load_model
 # ---- the remembered choice (in-process) ------------------------------------------------
 
 
-def test_the_choice_is_remembered_then_measured_again_when_the_model_files_change(tmp_path: Path,
-                                                                                   monkeypatch) -> None:
+def test_the_choice_is_remembered_and_measured_again_when_it_disagrees_or_the_model_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = build_tiny_bert(tmp_path / "model", "BertForMaskedLM")
     spec = ModelSpec(model=str(model), dtype="bfloat16", engine="torch", cache_dir=str(tmp_path / "cache"))
-    real_timer = precision._time_forward
     timed: list[Any] = []
 
-    def counting_timer(model: Any, features: Any) -> float:
+    def counting_timer(model: Any, features: Any) -> float:  # a stand-in clock: bfloat16 twice as fast
         timed.append(model)
-        return real_timer(model, features)
+        return 5.0 if str(model.dtype) == "torch.bfloat16" else 10.0
 
     monkeypatch.setattr(precision, "_time_forward", counting_timer)
     first = load_model(spec)
@@ -51,18 +50,15 @@ def test_the_choice_is_remembered_then_measured_again_when_the_model_files_chang
     assert again.dtype == "bfloat16" and again.precision.dtype == "bfloat16"
     assert again.precision.min_cosine == first.precision.min_cosine  # the measurement's report, kept
 
+    with monkeypatch.context() as drifted:  # as if the reduced precision's outputs no longer agreed
+        drifted.setattr(precision, "agrees", lambda *args: False)
+        assert load_model(spec).precision.chosen == "measured"
+    timed.clear()
+
     config = model / "config.json"  # the model changes: the choice is measured again
     config.write_text(json.dumps(json.loads(config.read_text()), indent=4))
     changed = load_model(spec)
     assert timed and changed.precision.chosen == "measured"
-
-
-def test_a_remembered_choice_that_no_longer_agrees_is_measured_again(tmp_path: Path, monkeypatch) -> None:
-    model = build_tiny_bert(tmp_path / "model", "BertForMaskedLM")
-    spec = ModelSpec(model=str(model), dtype="bfloat16", engine="torch", cache_dir=str(tmp_path / "cache"))
-    load_model(spec)
-    monkeypatch.setattr(precision, "agrees", lambda *args: False)  # as if the outputs had drifted
-    assert load_model(spec).precision.chosen == "measured"
 
 
 # ---- the preloaded helper (in-process) ---------------------------------------------------
