@@ -21,10 +21,10 @@ from pathlib import Path
 
 from bench import render
 from bench.harness import OUT
-from bench.scenarios import capacity, chaos, cluster, gpu, latency, peers, precision, rerank, throughput
+from bench.scenarios import capacity, chaos, cluster, gpu, latency, peers, precision, rerank, restart, throughput
 
 SCENARIOS = {"throughput": throughput, "latency": latency, "precision": precision, "peers": peers, "chaos": chaos,
-             "capacity": capacity, "cluster": cluster, "gpu": gpu, "rerank": rerank}
+             "capacity": capacity, "cluster": cluster, "gpu": gpu, "rerank": rerank, "restart": restart}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,9 @@ WORKER_PRELOAD = (
     "torch",
     "transformers",
     "transformers.pipelines",
+    "onnxruntime",  # --engine auto/onnx; skipped where not installed
     "inferserve.worker",
+    "inferserve.model.engines",
     "inferserve.model.loading",
     "inferserve.model.precision",
     "inferserve.model.tasks",
