@@ -145,3 +145,109 @@ def test_with_a_spare_a_killed_worker_costs_no_request(spare_server: ServerProce
     started = time.monotonic()
     assert server.post_json({"inputs": "after [MASK]"}).status == 200
     assert time.monotonic() - started < 5
+
+
+# ---- the pool's retry and promotion (in-process, no process started) ------------------------
+
+
+def _pool(workers: int, spares: int) -> Any:
+    from inferserve.common.config import BatchPolicy
+    from inferserve.frontend.worker_pool import WorkerPool
+
+    return WorkerPool([ModelSpec(model="unused")] * (workers + spares), BatchPolicy(), spares=spares)
+
+
+def test_a_request_whose_only_worker_died_waits_for_the_replacement_then_is_answered_once() -> None:
+    from inferserve.frontend.errors import WorkerDied
+    from inferserve.ipc import Call, RequestKind
+
+    pool = _pool(1, 0)
+    (worker,) = pool.workers
+    worker.process.ready = True
+    sent: list[str] = []
+
+    async def infer(call: Any, deadline: float) -> str:
+        sent.append("sent")
+        if len(sent) == 1:  # the worker dies with it in flight, and is restarted
+            worker.process.ready = False
+            asyncio.get_running_loop().call_later(0.05, _replacement_ready, worker)
+            raise WorkerDied("worker 0 died")
+        return "answer"
+
+    worker.infer = infer  # type: ignore[method-assign]
+
+    async def scenario() -> Any:
+        return await pool.infer(Call(RequestKind.PIPELINE, ("x",), {}, single=True), time.monotonic() + 5)
+
+    assert asyncio.run(scenario()) == "answer"
+    assert sent == ["sent", "sent"]  # once to the dead worker, once to its replacement
+
+
+def _replacement_ready(worker: Any) -> None:
+    worker.process.ready = True
+    worker._changed()  # what WorkerProcess calls when the replacement reports ready
+
+
+def test_a_request_is_not_retried_past_its_deadline() -> None:
+    from inferserve.frontend.errors import WorkerDied, WorkerUnavailable
+    from inferserve.ipc import Call, RequestKind
+
+    pool = _pool(1, 0)
+    (worker,) = pool.workers
+    worker.process.ready = True
+
+    async def infer(call: Any, deadline: float) -> str:
+        worker.process.ready = False  # and no replacement gets ready in time
+        raise WorkerDied("worker 0 died")
+
+    worker.infer = infer  # type: ignore[method-assign]
+
+    async def scenario() -> Any:
+        return await pool.infer(Call(RequestKind.PIPELINE, ("x",), {}, single=True), time.monotonic() + 0.1)
+
+    with pytest.raises(WorkerUnavailable):
+        asyncio.run(scenario())
+
+
+def test_a_ready_spare_takes_a_lost_workers_place_and_the_restarted_one_becomes_the_spare() -> None:
+    pool = _pool(1, 1)
+    serving, spare = pool.workers
+    assert serving.serving and not spare.serving
+    spare.process.ready = True
+    assert not pool.ready  # a spare takes no traffic
+    serving.process.ready = True
+    pool._promote_spares()
+    assert serving.serving and not spare.serving and pool.ready
+    serving.process.ready = False  # it dies
+    serving._changed()
+    assert spare.serving and not serving.serving and pool.ready
+    serving.process.ready = True  # restarted: it is the spare now
+    serving._changed()
+    assert spare.serving and not serving.serving
+
+
+def test_the_first_restart_is_immediate_and_only_a_crash_loop_backs_off() -> None:
+    from inferserve.common.config import BatchPolicy
+    from inferserve.frontend.worker_process import WorkerProcess
+    from inferserve.ipc import WorkerReady
+
+    delays: list[float] = []
+
+    async def scenario() -> None:
+        process = WorkerProcess(0, "worker 0", ModelSpec(model="unused"), BatchPolicy(), ("info", "text"),
+                                on_message=lambda m: None, on_started=lambda w: None, on_lost=lambda r: None)
+        process.fatal = asyncio.get_running_loop().create_future()
+
+        async def restart(delay: float) -> None:  # instead of starting a process
+            delays.append(delay)
+
+        process._restart = restart  # type: ignore[method-assign]
+        for _ in range(3):  # dies, and dies again before it is ready: a crash loop
+            process._closed(process._generation)
+            await asyncio.sleep(0)
+        process._read(process._generation, WorkerReady("m", "fill-mask", "cpu", "float32", 1.0))
+        process._closed(process._generation)  # it was ready: replaced at once again
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert delays == [0.0, 0.5, 1.0, 0.0]
