@@ -15,7 +15,7 @@ from functools import partial
 from aiohttp import web
 
 from .common.config import ServerConfig
-from .common.preloaded_starts import PreloadedStarts
+from .common.preloaded_starts import ONNX_PRELOAD, WORKER_PRELOAD, PreloadedStarts
 from .frontend import handlers, openapi, tei
 from .frontend.handlers import serving
 from .frontend.backend import InferenceBackend
@@ -100,7 +100,8 @@ async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS_KEY]
     models = app[MODELS_KEY]
     processes = config.workers * len(models.models)  # sharing the CPU cores (idle spares aside)
-    helper = PreloadedStarts()
+    onnx = any(model.config.model.engine != "torch" for model in models.models)
+    helper = PreloadedStarts(WORKER_PRELOAD + (ONNX_PRELOAD if onnx else ()))
     await asyncio.get_running_loop().run_in_executor(None, helper.start)
     pools = {
         model.name: WorkerPool(

@@ -30,7 +30,6 @@ WORKER_PRELOAD = (
     "torch",
     "transformers",
     "transformers.pipelines",
-    "onnxruntime",  # --engine auto/onnx; skipped where not installed
     "inferserve.worker",
     "inferserve.model.engines",
     "inferserve.model.loading",
@@ -38,6 +37,9 @@ WORKER_PRELOAD = (
     "inferserve.model.tasks",
     "inferserve.model.serve_loop",
 )
+# Imported too when a model may run on ONNX Runtime (--engine auto or onnx);
+# skipped where not installed.
+ONNX_PRELOAD = ("onnxruntime",)
 
 
 class PreloadedStarts:
