@@ -140,7 +140,9 @@ def render_restart(doc: dict) -> str:
     return (heading("A dead worker's cost" + label, doc)
             + f"{machine(doc)}; all-MiniLM-L6-v2, one worker{spare}. SIGKILL of the serving worker -> the first "
             f"request answered 200: **median {r['median_s']:.2f} s, max {r['max_s']:.2f} s** over "
-            f"{len(r['kill_to_answer_s'])} kills ({', '.join(f'{s:.2f}' for s in r['kill_to_answer_s'])} s). Cold "
+            f"{len(r['kill_to_answer_s'])} kills ({', '.join(f'{s:.2f}' for s in r['kill_to_answer_s'])} s)"
+            + (f"; the replacement's CPU time to its first answer: {', '.join(f'{s:.2f}' for s in r['replacement_cpu_s'])}"
+               " CPU-s" if r.get("replacement_cpu_s") else "") + ". Cold "
             f"start to /ready: {r['cold_start_s']:.1f} s. Resident memory: "
             + (f"the preloaded helper {r['helper_rss_mb']} MB, " if r["helper_rss_mb"] else "no preloaded helper, ")
             + f"a worker {r['worker_rss_mb']} MB.\n")
