@@ -162,9 +162,10 @@ class WorkerProcess:
         self._on_lost(f"worker {self.index} died")
         if self._stopping or (self.fatal is not None and self.fatal.done()):
             return
+        # A forked worker's exit code reaches us after its pipe's EOF: often not known yet.
         exitcode = self._process.exitcode if self._process is not None else None
         delay = self._backoff_s
-        log.warning("%s exited (code %s); restarting %s", self.who, exitcode,
+        log.warning("%s exited%s; restarting %s", self.who, "" if exitcode is None else f" (code {exitcode})",
                     f"in {delay:.1f}s" if delay else "now")
         self._restart_task = asyncio.get_running_loop().create_task(self._restart(delay))
         self._backoff_s = min(max(self._backoff_s * 2, BACKOFF_FIRST_S), BACKOFF_MAX_S)
