@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,10 +16,33 @@ from pathlib import Path
 # --- /proc ------------------------------------------------------------------
 
 def worker_pids(server_pid: int) -> list[int]:
-    """The server's model worker processes (its spawned children; not
-    multiprocess's resource tracker, its other child)."""
-    found = subprocess.run(["pgrep", "-P", str(server_pid), "-f", "spawn_main"], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
+    """The server's model worker processes: its spawned children, or (since
+    workers fork from a preloaded helper) the helper's children; never
+    multiprocess's resource tracker or the helper itself."""
+    def children(pid: int | str, pattern: str | None = None) -> list[int]:
+        found = subprocess.run(["pgrep", "-P", str(pid), *(["-f", pattern] if pattern else [])],
+                               capture_output=True, text=True)
+        return [int(child) for child in found.stdout.split()]
+
+    spawned = children(server_pid, "spawn_main")
+    return spawned + [worker for helper in children(server_pid, "forkserver") for worker in children(helper)]
+
+
+def serving_worker_pids(server_log: str, workers: int = 1) -> list[int]:
+    """The pids of the workers taking traffic, read from the server's log:
+    each worker's latest start, and the spares that took a dead worker's
+    place (``--spare-workers``); workers 0..workers-1 serve at first."""
+    pids: dict[int, int] = {}
+    serving = set(range(workers))
+    for line in server_log.splitlines():
+        started = re.search(r"worker (\d+): process (\d+) started", line)
+        if started:
+            pids[int(started[1])] = int(started[2])
+        swapped = re.search(r"worker (\d+) is not ready: spare .*worker (\d+) takes its place", line)
+        if swapped:
+            serving.discard(int(swapped[1]))
+            serving.add(int(swapped[2]))
+    return [pids[index] for index in sorted(serving) if index in pids]
 
 
 def cpu_seconds(pid: int) -> float:

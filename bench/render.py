@@ -36,6 +36,12 @@ def target(doc: dict) -> tuple[Path, str]:
     key = f"gpu {doc['results']['card']}" if scenario == "gpu" else scenario
     if scenario == "precision":  # one section per set of models measured, so a rerun of one adds its own
         key += "".join(f" {m['name']}" for m in doc["results"]["models"]) or " c1"
+    if scenario in ("chaos", "restart"):  # one section per model, spares and label (before/after runs side by side)
+        options = doc["options"]
+        key += "".join(f" {part}" for part in (
+            options.get("model", "tiny-fill-mask") if scenario == "chaos" and options.get("model") != "tiny-fill-mask"
+            else "", f"spare {options['spare_workers']}" if options.get("spare_workers") else "",
+            options.get("label", "")) if part)
     return HERE / FILES.get(scenario, "RESULTS.md"), key
 
 
@@ -117,10 +123,30 @@ def render_chaos(doc: dict) -> str:
     r, o = doc["results"], doc["options"]
     answers = _answers(r["200"], r["other_status"], r["no_answer"],
                        f"{r['503']} answered 503 (the client then waits Retry-After)")
-    return (heading("Chaos", doc)
-            + f"{r['sent']} requests at concurrency {o['concurrency']} to a tiny fill-mask model while its worker was "
+    model = ("all-MiniLM-L6-v2 (one worker" if o.get("model") == "minilm" else "a tiny fill-mask model (one worker")
+    model += f", {o['spare_workers']} spare)" if o.get("spare_workers") else ")"
+    latency = (f" Share of 503s: **{r['share_503']:.1%}**; latency p50 {r['p50_ms']:.0f} ms, **p99 {r['p99_ms']:.0f} ms**."
+               if "p99_ms" in r else "")
+    label = f" ({o['label']})" if o.get("label") else ""
+    return (heading("Chaos" + label, doc)
+            + f"{r['sent']} requests at concurrency {o['concurrency']} to {model} while its serving worker was "
             f"SIGKILLed every {o['kill_every']:g} s ({r['worker_kills']} kills in {r['seconds']:g} s): {answers}, "
-            f"**{r['wrong_answer']} wrong** (each answer checked against its own request).\n")
+            f"**{r['wrong_answer']} wrong** (each answer checked against its own request).{latency}\n")
+
+
+def render_restart(doc: dict) -> str:
+    r, o = doc["results"], doc["options"]
+    spare = f", {o['spare_workers']} spare" if o.get("spare_workers") else ", no spare"
+    label = f" ({o['label']})" if o.get("label") else ""
+    return (heading("A dead worker's cost" + label, doc)
+            + f"{machine(doc)}; all-MiniLM-L6-v2, one worker{spare}. SIGKILL of the serving worker -> the first "
+            f"request answered 200: **median {r['median_s']:.2f} s, max {r['max_s']:.2f} s** over "
+            f"{len(r['kill_to_answer_s'])} kills ({', '.join(f'{s:.2f}' for s in r['kill_to_answer_s'])} s)"
+            + (f"; the replacement's CPU time to its first answer: {', '.join(f'{s:.2f}' for s in r['replacement_cpu_s'])}"
+               " CPU-s" if r.get("replacement_cpu_s") else "") + ". Cold "
+            f"start to /ready: {r['cold_start_s']:.1f} s. Resident memory: "
+            + (f"the preloaded helper {r['helper_rss_mb']} MB, " if r["helper_rss_mb"] else "no preloaded helper, ")
+            + f"a worker {r['worker_rss_mb']} MB.\n")
 
 
 def render_cluster(doc: dict) -> str:
@@ -266,7 +292,8 @@ def render_rerank(doc: dict) -> str:
 
 RENDERERS = {"throughput": throughput_body, "precision": render_precision, "latency": render_latency, "peers": render_peers,
              "chaos": render_chaos, "cluster": render_cluster, "capacity": render_capacity, "gpu": render_gpu,
-             "rerank": render_rerank, "passages": render_passages, "mixed": render_mixed}
+             "rerank": render_rerank, "passages": render_passages, "mixed": render_mixed,
+             "restart": render_restart}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="agreement gate for --dtype auto: largest change of a softmax probability")
     model.add_argument("--workers", type=int, default=None,
                        help="worker processes per model, each batching on its own; default: one per --devices entry, else 1")
+    model.add_argument("--spare-workers", type=int, default=0,
+                       help="per model, loaded and warmed workers that take no traffic until a worker dies, then "
+                            "take its place at once; each costs the model's memory again (default 0)")
     model.add_argument("--devices", default=None,
                        help="comma-separated devices, one per worker (e.g. cuda:0,cuda:1); default: --device for every worker")
     model.add_argument("--num-threads", type=int, default=None,
@@ -148,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     workers = args.workers if args.workers is not None else max(1, len(devices))
     if workers < 1:
         raise SystemExit("--workers must be at least 1")
+    if args.spare_workers < 0:
+        raise SystemExit("--spare-workers must not be negative")
     named = _named_models(args)
     specs = tuple(NamedModel(name, _model_spec(args, path)) for name, path in named)
     return _same_named(

@@ -15,6 +15,7 @@ from functools import partial
 from aiohttp import web
 
 from .common.config import ServerConfig
+from .common.preloaded_starts import ONNX_PRELOAD, WORKER_PRELOAD, PreloadedStarts
 from .frontend import handlers, openapi, tei
 from .frontend.handlers import serving
 from .frontend.backend import InferenceBackend
@@ -98,10 +99,13 @@ async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     metrics = app[METRICS_KEY]
     models = app[MODELS_KEY]
-    processes = config.workers * len(models.models)  # sharing the CPU cores
+    processes = config.workers * len(models.models)  # sharing the CPU cores (idle spares aside)
+    onnx = any(model.config.model.engine != "torch" for model in models.models)
+    helper = PreloadedStarts(WORKER_PRELOAD + (ONNX_PRELOAD if onnx else ()))
+    await asyncio.get_running_loop().run_in_executor(None, helper.start)
     pools = {
         model.name: WorkerPool(
-            worker_specs(model.config.model, config.workers, config.devices, processes),
+            worker_specs(model.config.model, config.workers + config.spare_workers, config.devices, processes),
             config.batch,
             log_level=config.log_level,
             log_format=config.log_format,
@@ -110,6 +114,8 @@ async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
             on_answer=partial(metrics.observe_answer, model=model.name),
             on_retry=partial(metrics.observe_retry, model.name),
             model_name=model.name if models.several else "",
+            context=helper.context,
+            spares=config.spare_workers,
         )
         for model in models.models
     }
@@ -119,12 +125,14 @@ async def _worker_lifecycle(app: web.Application) -> AsyncIterator[None]:
     failed = next((r for r in started if isinstance(r, BaseException)), None)
     if failed is not None:
         await asyncio.gather(*(pool.stop(timeout=1.0) for pool in pools.values()))
+        await asyncio.get_running_loop().run_in_executor(None, helper.stop)
         raise failed
     for name, pool in pools.items():
         assert pool.fatal is not None
         pool.fatal.add_done_callback(partial(_model_fatal, models, name, several=models.several))
     yield
     await asyncio.gather(*(pool.stop(timeout=config.graceful_timeout_s) for pool in pools.values()))
+    await asyncio.get_running_loop().run_in_executor(None, helper.stop)
 
 
 def _model_fatal(models: ModelSet, name: str, future: asyncio.Future[str], several: bool) -> None:

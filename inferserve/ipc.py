@@ -183,6 +183,10 @@ class PrecisionReport:
     min_cosine: float | None = None
     max_prob_diff: float | None = None
     speedup: float | None = None  # float32's time / this precision's, on the calibration set
+    # "measured" at this start, or "remembered" from an earlier measurement
+    # (model/choice_cache.py: agreement re-checked, speed not re-timed), made at measured_at (UTC, ISO 8601).
+    chosen: str = "measured"
+    measured_at: str | None = None
 
 
 @message

@@ -16,6 +16,7 @@ from typing import Any
 
 from .common.config import BatchPolicy, ModelSpec
 from .common.logsetup import configure_logging
+from .common.preloaded_starts import forget_helper
 from .common.transport import Channel
 from .ipc import MAX_ERROR_MESSAGE, CostReport, WorkerFailed, WorkerReady
 
@@ -28,6 +29,7 @@ def worker_main(
     pipe_ends: tuple[Any, Any], spec: ModelSpec, policy: BatchPolicy, log_level: str, log_format: str = "text"
 ) -> None:
     """Process entry point."""
+    forget_helper()  # forked from the preloaded helper: end with the front-end, not with it
     _die_with_parent(os.getppid())
     # At a lower priority the model yields at once to the front-end's short
     # bursts (docs/design.md#worker-niceness); 0 unless asked.

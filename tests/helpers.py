@@ -157,11 +157,17 @@ class ServerProcess:
         return self.process.pid
 
     def worker_pids(self) -> list[int]:
-        """Model worker processes (multiprocess also runs a resource tracker)."""
-        return [pid for pid in child_pids(self.pid) if b"spawn_main" in _cmdline(pid)]
+        """Model worker processes: the children of the server's preloaded
+        helper (a forkserver; multiprocess also runs a resource tracker)."""
+        return [worker for helper in self.helper_pids() for worker in child_pids(helper)]
+
+    def helper_pids(self) -> list[int]:
+        """The preloaded helper every worker forks from (common/preloaded_starts.py)."""
+        return [pid for pid in child_pids(self.pid) if b"forkserver" in _cmdline(pid)]
 
     def all_children(self) -> list[int]:
-        return child_pids(self.pid)
+        """Its children and the workers (children of its preloaded helper)."""
+        return child_pids(self.pid) + self.worker_pids()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         assert self.process is not None

@@ -68,6 +68,9 @@ class ServerConfig:
     model: ModelSpec  # the first (default) model; with one model, the only one
     batch: BatchPolicy = BatchPolicy()
     workers: int = 1
+    # Loaded, warm workers per model that take no traffic until a worker dies
+    # (each costs the model's memory again): docs/design.md#spare-workers.
+    spare_workers: int = 0
     devices: tuple[str, ...] = ()  # one per worker, round-robin; empty: --device for all
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT

@@ -82,7 +82,7 @@ class ServerMetrics:
             "inferserve_worker_answers", "Requests answered, by model and worker index", ["model", "worker"], registry=r,
         )
         self.retries = Counter(
-            "inferserve_request_retries", "Requests retried on another worker after theirs died", ["model"],
+            "inferserve_request_retries", "Requests retried on another worker, or the replacement, after theirs died", ["model"],
             registry=r,
         )
         self.in_flight = Gauge(

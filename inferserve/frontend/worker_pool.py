@@ -1,10 +1,13 @@
 """The pool of worker processes behind one front-end.
 
-Dispatches each request to the ready worker with the fewest queued inputs
-(each worker batches on its own). When a worker dies with requests in
-flight, each is retried once on another ready worker while its deadline
-allows: inference is idempotent. With no other worker ready the caller gets
-503 at once rather than waiting for the restart.
+Dispatches each request to the ready serving worker with the fewest queued
+inputs (each worker batches on its own). When a worker dies with requests
+in flight, each is retried once (inference is idempotent): on another
+ready worker at once, else on the replacement as soon as it is ready, while
+the request's deadline allows. Requests arriving while no worker is ready
+get 503 at once. Spares (``spares``) are loaded and warm but take no
+traffic until a serving worker is lost: one takes its place at once, and
+the dead worker, restarted, becomes a spare.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import Any
 
 from ..common.config import BatchPolicy, ModelSpec
 from ..ipc import BatchReport, Call, InferResult, StreamChunk, WorkerReady
@@ -53,13 +57,20 @@ class WorkerPool:
         on_answer: Callable[[int], None] | None = None,
         on_retry: Callable[[], None] | None = None,
         model_name: str = "",  # in the logs, when several models are served
+        context: Any = None,  # how worker processes start (the preloaded helper's); None: spawn
+        spares: int = 0,  # the last ``spares`` of ``specs`` start as spares
     ) -> None:
         self._on_answer = on_answer  # called with the index of the worker that answered
         self._on_retry = on_retry
+        serving = len(specs) - spares
         self.workers = [
-            WorkerHandle(index, spec, policy, log_level, log_format, on_batch, on_restart, model_name)
+            WorkerHandle(index, spec, policy, log_level, log_format, on_batch, on_restart, model_name,
+                         context=context, on_change=self._promote_spares, serving=index < serving)
             for index, spec in enumerate(specs)
         ]
+        self._stopping = False
+        # Requests whose worker died, waiting for a ready worker to retry on.
+        self._ready_waiters: list[asyncio.Future[None]] = []
         # Resolved with a message if a worker cannot load the model on its
         # first start: the server exits rather than retry forever.
         self.fatal: asyncio.Future[str] | None = None
@@ -77,11 +88,13 @@ class WorkerPool:
             self.fatal.set_result(future.result())
 
     async def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._wake_waiters()
         await asyncio.gather(*(worker.stop(timeout) for worker in self.workers))
 
     @property
     def ready(self) -> bool:
-        return any(worker.ready for worker in self.workers)
+        return any(worker.ready and worker.serving for worker in self.workers)
 
     @property
     def in_flight(self) -> int:
@@ -91,8 +104,36 @@ class WorkerPool:
     def info(self) -> WorkerReady | None:
         return next((w.info for w in self.workers if w.info is not None), None)
 
+    def _promote_spares(self) -> None:
+        """A worker's readiness changed: each serving worker that is not ready
+        trades places with a ready spare (it becomes the spare once restarted)."""
+        spares = [w for w in self.workers if w.ready and not w.serving]
+        for worker in self.workers:
+            if worker.serving and not worker.ready and spares:
+                spare = spares.pop(0)
+                spare.serving, worker.serving = True, False
+                log.info("%s is not ready: spare %s takes its place", worker.who, spare.who)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        if self.ready or self._stopping:
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _wait_ready(self, deadline: float) -> None:
+        """Until a serving worker is ready, or the deadline passes (then WorkerUnavailable)."""
+        if not self.ready and not self._stopping:
+            waiter = asyncio.get_running_loop().create_future()
+            self._ready_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise WorkerUnavailable("no worker got ready before the request's deadline") from None
+
     def _least_loaded(self, exclude: tuple[WorkerHandle, ...] = ()) -> WorkerHandle:
-        ready = [w for w in self.workers if w.ready and w not in exclude]
+        ready = [w for w in self.workers if w.ready and w.serving and w not in exclude]
         if not ready:
             raise WorkerUnavailable("no worker is ready")
         return min(ready, key=lambda w: (w.queued_items, w.index))
@@ -104,7 +145,9 @@ class WorkerPool:
         except WorkerDied:
             if time.monotonic() >= deadline:
                 raise
-            died, worker = worker, self._least_loaded(exclude=(worker,))  # WorkerUnavailable if none
+            died = worker
+            await self._wait_ready(deadline)  # at once with another worker ready (or a spare)
+            worker = self._least_loaded()  # WorkerUnavailable if none (stopping)
             log.info("%s died with a request in flight: retrying it on worker %d", died.who, worker.index)
             if self._on_retry is not None:
                 self._on_retry()

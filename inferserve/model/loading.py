@@ -11,6 +11,7 @@ from typing import Any
 
 from ..common.config import ModelSpec
 from ..ipc import PrecisionReport
+from .choice_cache import Choice, ChoiceCache
 from .errors import ModelLoadError
 
 log = logging.getLogger("inferserve.worker")
@@ -102,8 +103,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     import torch
     import transformers
 
-    from .precision import Calibration, Gate, choose_precision
     from .pipelines.build import build_own_pipeline
+    from .precision import Calibration, Gate
 
     steps["import"] = time.perf_counter() - started
     transformers.utils.logging.disable_progress_bar()  # no tqdm bars in server logs
@@ -137,14 +138,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     gate = Gate(spec.min_cosine, spec.max_prob_diff)
     # One calibration (features, float32 answers, float32 timing) for every check below.
     calibration = Calibration(pipe)
-    precision = _use_engine(pipe, task, spec, threads, gate, calibration) if spec.engine == "onnx" else None
-    engine = "onnx" if precision is not None else "torch"
-    if precision is None:
-        precision = choose_precision(pipe, task, device, spec.dtype, gate, calibration=calibration)
-    if spec.engine == "auto" and precision.dtype == "float32" and device == "cpu":
-        faster = _try_faster_engine(pipe, task, spec, threads, gate, calibration)
-        if faster is not None:
-            precision, engine = faster, "onnx"
+    # A choice made at an earlier start (same files, versions, device, request) is reused untimed.
+    choices = ChoiceCache(spec, task, device, threads)
+    choice = choices.reuse(pipe, gate, calibration)
+    if choice is None:
+        choice = choices.remember(_measure_choice(pipe, task, spec, device, threads, gate, calibration))
+    precision, engine = choice.precision, choice.engine
     steps["precision"] = time.perf_counter() - started
     log.info("precision %s (asked: %s) in %.2fs: %s", precision.dtype, spec.dtype, steps["precision"], precision.reason)
     return LoadedModel(
@@ -156,6 +155,23 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         engine=engine,
         steps=steps,
     )
+
+
+def _measure_choice(pipe: Any, task: str, spec: ModelSpec, device: str, threads: int, gate: Any,
+                    calibration: Any) -> Choice:
+    """Time the precisions and engines this device may run faster; keep the
+    fastest that agrees with float32 torch (model/precision.py)."""
+    from .precision import choose_precision
+
+    precision = _use_engine(pipe, task, spec, threads, gate, calibration) if spec.engine == "onnx" else None
+    engine = "onnx" if precision is not None else "torch"
+    if precision is None:
+        precision = choose_precision(pipe, task, device, spec.dtype, gate, calibration=calibration)
+    if spec.engine == "auto" and precision.dtype == "float32" and device == "cpu":
+        faster = _try_faster_engine(pipe, task, spec, threads, gate, calibration)
+        if faster is not None:
+            precision, engine = faster, "onnx"
+    return Choice(engine, precision)
 
 
 def _use_engine(pipe: Any, task: str, spec: ModelSpec, threads: int, gate: Any,

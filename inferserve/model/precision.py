@@ -195,6 +195,17 @@ def verify_engine(
                            speedup=round(speedup, 3))
 
 
+def agrees(calibration: Calibration, task: str, candidate: Any, gate: Gate) -> bool | None:
+    """Whether ``candidate``'s outputs on the calibration set pass ``gate``
+    against the float32 torch model's, with no timing (a remembered choice
+    is checked so); None where this model has no calibration."""
+    features = calibration.features
+    if features is None:
+        return None
+    return _agreement(calibration.reference, _raw_output(candidate, features), features,
+                      task in SOFTMAX_TASKS).passes(gate)
+
+
 def _calibration_features(pipe: Any) -> dict[str, Any] | None:
     tokenizer = getattr(pipe, "tokenizer", None)
     model = pipe.model
