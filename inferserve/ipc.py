@@ -200,6 +200,7 @@ class CostReport:
     measured: bool  # False: the default guess (the model could not be timed)
     samples: int = 0  # grid points timed at warm-up
     seconds: float = 0.0  # how long timing them took
+    remembered: bool = False  # True: read back from the remembered choice, not timed at this start
 
 
 @message

@@ -8,6 +8,7 @@ process's wing). Knows nothing of HTTP.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -80,12 +81,18 @@ def worker_main(
 
 def _measure_cost(loaded: Any, tasks: Any) -> tuple[Any, CostReport]:
     """The batcher's cost model, timed on the loaded model in its chosen
-    precision and engine (model/cost_model.py); the default where it cannot
+    precision and engine (model/cost_model.py) and remembered beside that
+    choice, so a restart does not time it again; the default where it cannot
     be timed (text generation's batches are generate() calls, not one pass)."""
-    from .model.cost_model import DEFAULT_COST_MODEL, measure_model
+    from .model.cost_model import DEFAULT_COST_MODEL, measure_model, recalled
 
+    remembered = recalled(loaded.choice.extra.get("cost_model")) if loaded.choice is not None else None
+    if remembered is not None:
+        return remembered
     measured = None if loaded.task == "text-generation" else measure_model(
         loaded.pipeline.model, tasks.max_input_length)
+    if measured is not None and loaded.choices is not None:
+        loaded.choices.remember_beside(loaded.choice, "cost_model", dataclasses.asdict(measured[1]))
     return measured or (DEFAULT_COST_MODEL, DEFAULT_COST_MODEL.report())
 
 

@@ -83,7 +83,8 @@ def test_a_real_model_is_timed_and_reported(embedding_model) -> None:
     assert measured is not None
     cost, report = measured
     assert report.measured and report.samples == len(GRID_SIZES) * 2  # lengths 16 and 64 (16 x 64 = 1024)
-    assert cost.batch_ms(16, 64) > cost.batch_ms(1, 16) > 0.0
+    # Not strictly more: a tiny model on a busy box may time as flat as its overhead.
+    assert cost.batch_ms(16, 64) >= cost.batch_ms(1, 16) > 0.0
     assert report.fixed_ms == cost.fixed_ms
 
 

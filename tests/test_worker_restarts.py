@@ -61,6 +61,29 @@ def test_the_choice_is_remembered_and_measured_again_when_it_disagrees_or_the_mo
     assert timed and changed.precision.chosen == "measured"
 
 
+def test_the_cost_model_is_remembered_beside_the_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferserve import worker
+    from inferserve.model import cost_model
+
+    model = build_tiny_bert(tmp_path / "model", "BertModel")
+    spec = ModelSpec(model=str(model), dtype="float32", engine="torch", cache_dir=str(tmp_path / "cache"))
+    tasks = type("Tasks", (), {"max_input_length": 64})()
+    timed: list[int] = []
+    real_measure = cost_model.measure_model
+
+    def counting_measure(*args: Any) -> Any:
+        timed.append(1)
+        return real_measure(*args)
+
+    monkeypatch.setattr(cost_model, "measure_model", counting_measure)
+    first_cost, first_report = worker._measure_cost(load_model(spec), tasks)
+    assert timed == [1] and first_report.measured and not first_report.remembered
+    again_cost, again_report = worker._measure_cost(load_model(spec), tasks)
+    assert timed == [1]  # the restart read it back instead of timing again
+    assert again_report.remembered and again_cost == first_cost
+    assert load_model(spec).precision.chosen == "remembered"  # the choice itself still reads back
+
+
 # ---- the preloaded helper (in-process) ---------------------------------------------------
 
 

@@ -76,8 +76,13 @@ class ChoiceCache:
         """Store a measured choice; returns it stamped with when it was measured."""
         stamped = dataclasses.replace(choice, precision=dataclasses.replace(
             choice.precision, chosen="measured", measured_at=_now()))
-        record = {"format": _FORMAT, "engine": stamped.engine, "precision": dataclasses.asdict(stamped.precision),
-                  "extra": stamped.extra}
+        self._write(stamped)
+        return stamped
+
+    def _write(self, choice: Choice) -> None:
+        precision = dataclasses.replace(choice.precision, chosen="measured")  # what a later start reads
+        record = {"format": _FORMAT, "engine": choice.engine, "precision": dataclasses.asdict(precision),
+                  "extra": choice.extra}
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             partial = f"{self.path}.{os.getpid()}.tmp"
@@ -87,7 +92,14 @@ class ChoiceCache:
         except OSError as exc:
             log.warning("cannot remember the precision choice in %s (%s): the next start measures again",
                         self.path, exc)
-        return stamped
+
+    def remember_beside(self, choice: Choice, name: str, value: Any) -> Choice:
+        """Store ``value`` (JSON) under ``extra[name]`` of the remembered choice,
+        keeping when the choice itself was measured (the batch cost model
+        is timed after warm-up, once the choice is made)."""
+        updated = dataclasses.replace(choice, extra={**choice.extra, name: value})
+        self._write(updated)
+        return updated
 
     def reuse(self, pipe: Any, gate: Any, calibration: Any) -> Choice | None:
         """Apply the remembered choice to ``pipe`` if there is one and it still

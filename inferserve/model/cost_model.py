@@ -17,6 +17,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, replace
 
 from ..ipc import CostReport
@@ -127,6 +128,21 @@ def measure(run: Callable[[int, int], None], max_length: int | None,
                 times.append((clock() - started) * 1000.0)
             samples.append((size, length, min(times)))
     return samples
+
+
+def recalled(record: Any) -> tuple[CostModel, CostReport] | None:
+    """A cost model remembered beside the precision choice (its CostReport as
+    a dict), or None where there is none or it does not read back."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        report = replace(CostReport(**record), remembered=True)
+    except TypeError:
+        return None
+    cost = CostModel(report.fixed_ms, report.per_token_ms, report.per_token_squared_ms, measured=report.measured)
+    log.info("cost model remembered: %.3f ms + %.3g ms x n*L + %.3g ms x n*L^2",
+             cost.fixed_ms, cost.per_token_ms, cost.per_token_squared_ms)
+    return cost, report
 
 
 def measure_model(model: object, max_length: int | None) -> tuple[CostModel, CostReport] | None:

@@ -40,6 +40,9 @@ class LoadedModel:
     precision: PrecisionReport
     engine: str = "torch"
     steps: dict[str, float] = field(default_factory=dict)
+    # Where the choice is remembered, and what it holds beside (e.g. the cost model).
+    choices: ChoiceCache | None = None
+    choice: Choice | None = None
 
 
 def resolve_device(requested: str) -> str:
@@ -154,6 +157,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         precision=precision,
         engine=engine,
         steps=steps,
+        choices=choices,
+        choice=choice,
     )
 
 
