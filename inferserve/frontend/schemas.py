@@ -28,7 +28,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from .errors import PayloadError
+from .errors import RequestError
 
 REF = "#/components/schemas/"
 MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
@@ -107,7 +107,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
         "description": "POST / on a sentence-transformers model: /embed's body, whose options may also come "
                        'in "parameters" (the body\'s own win).',
         "type": "object", "required": ["inputs"],
-        "properties": {"inputs": ref("Input"), "parameters": _or_null(ref("EmbedParameters")), **_EMBED_OPTIONS},
+        "properties": {"inputs": ref("Input"), "parameters": _or_null(ref("EmbedParameters")), **_EMBED_OPTIONS,
+                       "stream": {"const": False, "description": "An embedding model does not stream (true: 422)."}},
         "examples": [{"inputs": ["hello world"], "parameters": {"normalize": False}}],
     },
     "EmbedParameters": {"type": "object", "properties": _EMBED_OPTIONS},
@@ -161,6 +162,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
             "model": {**_STRING, "description": "Echoed in the answer (default --served-model-name)."},
             "encoding_format": {"enum": ["float", "base64", None]},
             "dimensions": _POSITIVE,
+            "user": {**_STRING, "description": "OpenAI's end-user id: taken, not used."},
         },
         "examples": [{"input": ["hello world"], "model": "sentence-transformers/all-MiniLM-L6-v2"}],
     },
@@ -179,6 +181,12 @@ REQUESTS: dict[str, dict[str, Any]] = {
                       "documents": ["paris is in france", "bananas"], "top_n": 1}],
     },
 }
+
+# Strict bodies: a field a request schema does not list is refused (the
+# parsers first name it: fields.only_known), not silently ignored.
+for _schema in REQUESTS.values():
+    if _schema.get("type") == "object" and "properties" in _schema:
+        _schema.setdefault("additionalProperties", False)
 
 _FLOATS = {"type": "array", "items": _NUMBER}
 _PREDICTION = {"type": "object", "required": ["score", "label"],
@@ -280,12 +288,15 @@ RESPONSES: dict[str, dict[str, Any]] = {
         "properties": {"error": {"type": "string"}, "type": {"type": "string"}},
     },
     "OpenAIError": {
-        "type": "object", "required": ["error"], "additionalProperties": False,
+        "description": "OpenAI's error object, with TEI's OpenAICompatErrorResponse fields beside it.",
+        "type": "object", "required": ["error", "message", "code", "error_type"], "additionalProperties": False,
         "properties": {"error": {
             "type": "object", "required": ["message", "type", "param", "code"], "additionalProperties": False,
             "properties": {"message": {"type": "string"},
                            "type": {"enum": ["invalid_request_error", "server_error"]},
-                           "param": _STRING, "code": _STRING}}},
+                           "param": _STRING, "code": _STRING}},
+            "message": {"type": "string"}, "code": {"type": "integer", "minimum": 0, "description": "The status"},
+            "error_type": ref("ErrorType")},
     },
     "ErrorResponse": {
         "description": "text-embeddings-inference's.",
@@ -309,7 +320,7 @@ def validator(name: str) -> jsonschema_rs.Validator:
 
 
 def validate(document: Any, name: str, status: int, kind: str = "invalid_request") -> None:
-    """PayloadError(status, kind) unless ``document`` matches schema ``name``.
+    """RequestError(status, kind) unless ``document`` matches schema ``name``.
     Parsers call it after their own checks, which name the usual errors."""
     try:
         validator(name).validate(document)
@@ -317,7 +328,7 @@ def validate(document: Any, name: str, status: int, kind: str = "invalid_request
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.instance_path)
         where = f"`{path.lstrip('.')}`" if path else "the body"
         # Not exc.message: it quotes the value, which can be the whole body.
-        raise PayloadError(status, kind, f"{where} does not match the {name} schema (see /openapi.json)") from None
+        raise RequestError(status, kind, f"{where} does not match the {name} schema (see /openapi.json)") from None
 
 
 def warm() -> None:
