@@ -66,12 +66,14 @@ async def info(request: web.Request) -> web.Response:
     assert backend is not None
     state = request.app[STATE_KEY]
     worker = backend.info
-    document = {
-        "model": worker.model if worker else config.model.model,
-        "served_model_name": config.served_model_name,
+    # TEI's Info fields with TEI's meaning (tei.info_fields: the name as
+    # model_id, model_dtype, max_concurrent_requests = --max-queue, ...),
+    # then ours that TEI has no field for: each fact once.
+    document = tei.info_fields(model.name, config, worker)
+    document.update({
+        "model_path": worker.model if worker else config.model.model,
         "task": worker.task if worker else config.model.task,
         "device": worker.device if worker else config.model.device,
-        "dtype": worker.dtype if worker else None,
         "engine": worker.engine if worker else config.model.engine,
         "precision": asdict(worker.precision) if worker and worker.precision else None,
         "embedding_dimension": worker.embedding_dimension if worker else None,
@@ -79,18 +81,14 @@ async def info(request: web.Request) -> web.Response:
         "workers": config.workers,
         "max_batch_size": config.batch.max_batch_size,
         "max_batch_delay_ms": config.batch.max_batch_delay_ms,
-        "max_batch_tokens": config.batch.max_batch_tokens,
         "batch_wait": "adaptive" if config.batch.adaptive_wait else "fixed",
-        "max_queue": config.max_queue,
         "max_inputs": config.max_inputs,
         "max_body_bytes": config.max_body_bytes,
         "request_timeout_s": config.request_timeout_s,
         "versions": state.versions,
         "uptime_s": round(time.monotonic() - state.started_at, 3),
         "models": list(models.names),
-    }
-    # TEI's Info fields beside ours (its max_batch_tokens, an integer, replaces ours).
-    document.update(tei.info_fields(config, worker))
+    })
     return web.json_response(document, dumps=lambda v: orjson.dumps(v).decode())
 
 

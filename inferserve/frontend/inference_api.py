@@ -18,6 +18,7 @@ from ..ipc import Call, RequestKind
 from . import fields
 from .errors import RequestError
 from .fields import BODY, TEXT_CONTENT_TYPES
+from .schemas import validate
 
 
 def parse_pipeline(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
@@ -26,6 +27,7 @@ def parse_pipeline(body: bytes, content_type: str, config: ServerConfig, schema:
         return _parse_json(body, config.max_inputs, schema)
     if content_type in TEXT_CONTENT_TYPES:
         text = fields.text(fields.utf8(body), BODY, blank=True)
+        validate(text, "TextBody", 400)
         return Call(RequestKind.PIPELINE, (text,), single=True)
     raise RequestError(
         415,

@@ -240,19 +240,23 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "Ready": _STATUS,
     "Info": {
         "type": "object",
-        "description": "Ours (model, task, device, limits, versions, ...) and TEI's Info fields.",
-        "required": ["model", "served_model_name", "task", "ready", "max_batch_size", "max_inputs", "versions",
+        "description": "TEI's Info fields, with TEI's meaning (model_id: the model's name; model_dtype: the precision "
+                       "served; max_concurrent_requests: --max-queue; max_batch_tokens: the most padded tokens a "
+                       "batch holds), and ours that TEI has no field for.",
+        "required": ["model_path", "task", "ready", "max_batch_size", "max_inputs", "versions",
                      "model_id", "model_dtype", "max_concurrent_requests", "max_input_length",
                      "max_batch_tokens", "max_client_batch_size", "auto_truncate", "tokenization_workers",
                      "version"],
         "properties": {
-            "model": {"type": "string"}, "served_model_name": {"type": "string"}, "task": _STRING,
-            "device": _STRING, "dtype": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
+            "model_path": {"type": "string", "description": "Where the model was loaded from (a directory or a "
+                                                            "hub id)"},
+            "task": _STRING, "device": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
             "embedding_dimension": {"type": ["integer", "null"]}, "ready": {"type": "boolean"},
             "workers": _INTEGER, "max_batch_size": _INTEGER, "max_batch_delay_ms": _NUMBER,
-            "batch_wait": {"enum": ["adaptive", "fixed"]}, "max_queue": _INTEGER, "max_inputs": _INTEGER,
+            "batch_wait": {"enum": ["adaptive", "fixed"]}, "max_inputs": _INTEGER,
             "max_body_bytes": _INTEGER, "request_timeout_s": _NUMBER, "uptime_s": _NUMBER,
             "versions": {"type": "object", "additionalProperties": _STRING},
+            "models": {"type": "array", "items": {"type": "string"}},
             # TEI's
             "model_id": {"type": "string"}, "model_sha": _STRING, "model_dtype": {"type": "string"},
             "model_type": _or_null(ref("ModelType")), "max_concurrent_requests": _INTEGER,
@@ -262,6 +266,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "tokenization_workers": _INTEGER, "version": {"type": "string"}, "sha": _STRING,
             "docker_label": _STRING,
         },
+        "additionalProperties": False,
     },
     "ModelType": {"oneOf": [
         {"type": "object", "required": ["embedding"], "properties": {"embedding": {

@@ -31,6 +31,7 @@ from ..ipc import Call, EmbedOptions, RequestKind, RerankOptions, WorkerReady
 from . import fields
 from .errors import RequestError
 from .fields import BODY, TEXT_CONTENT_TYPES
+from .schemas import validate
 
 _RANK_EMPTY = 422  # an empty list to rank or predict: 422, as it has been
 _INPUT = "a string, a list of token ids, or a list of those"
@@ -97,6 +98,7 @@ def parse_root_embed(body: bytes, content_type: str, config: ServerConfig, schem
     also come in ``"parameters"`` (the inference API's convention)."""
     if content_type in TEXT_CONTENT_TYPES:
         text = fields.text(fields.utf8(body), BODY)
+        validate(text, "EmbedTextBody", 422)
         return Call(RequestKind.EMBED, (text,), single=True, embed=EmbedOptions(normalize=True))
     document = _document(body, content_type, schema)
     parameters = document.get("parameters")
@@ -144,19 +146,20 @@ def parse_predict(body: bytes, content_type: str, config: ServerConfig, schema: 
     return Call(RequestKind.PREDICT, inputs, params, single)
 
 
-def info_fields(config: ServerConfig, worker: WorkerReady | None) -> dict[str, Any]:
-    """TEI's Info fields (its schema's required ones and the nullable rest).
-    ``model_type`` is null before a worker is ready and for tasks TEI does
-    not serve (fill-mask, generation, ...)."""
+def info_fields(name: str, config: ServerConfig, worker: WorkerReady | None) -> dict[str, Any]:
+    """TEI's Info fields (its schema's required ones and the nullable rest)
+    of the model served as ``name``. ``model_type`` is null before a worker
+    is ready and for tasks TEI does not serve (fill-mask, generation, ...);
+    ``model_dtype`` is --dtype until the worker says what it chose."""
     max_input_length = (worker.max_input_length if worker else None) or 0
     return {
-        "model_id": config.model.model,
+        "model_id": name,
         "model_sha": None,
         "model_dtype": worker.dtype if worker else config.model.dtype,
         "model_type": _model_type(worker),
         "max_concurrent_requests": config.max_queue,
         "max_input_length": max_input_length,
-        # No --max-batch-tokens: the most a batch can hold.
+        # No --max-batch-tokens: the most a batch can hold (0 until the worker reports its longest input).
         "max_batch_tokens": config.batch.max_batch_tokens or config.batch.max_batch_size * max_input_length,
         "max_batch_requests": config.batch.max_batch_size,
         "max_client_batch_size": config.max_inputs,
