@@ -153,6 +153,24 @@ def test_docs_is_a_page_that_lists_every_operation_without_a_cdn() -> None:
             assert f"<td>{method.upper()}</td><td><code>{path}</code></td>" in page
 
 
+def test_docs_loads_every_script_and_style_from_this_server() -> None:
+    """Offline: each script and style sheet the page names is a path on this
+    server (no other host), served with its type and the bundled files' bytes."""
+    import re
+
+    import swagger_ui_bundle
+
+    page = fetch(make_app(), [("GET", "/docs", None, "")])[0][1].decode()
+    assets = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page) + re.findall(r'<link[^>]*\shref="([^"]+)"', page)
+    assert sorted(assets) == ["docs/swagger-ui-bundle.js", "docs/swagger-ui.css"]
+    assert "://" not in page.replace('xmlns="http://', "") and "//cdn" not in page
+    replies = fetch(make_app(api_key="k"), [("GET", "/" + asset, None, "") for asset in assets])  # open, as /docs
+    for asset, (status, body) in zip(assets, replies):
+        bundled = Path(swagger_ui_bundle.swagger_ui_path, asset.rpartition("/")[2]).read_bytes()
+        assert status == 200 and body == bundled, asset
+    assert fetch(make_app(), [("GET", "/docs/index.html", None, "")])[0][0] == 404  # only the two files
+
+
 # ---- the parsers use the document's schemas -------------------------------------------
 
 # A model that serves each POST route.
