@@ -170,8 +170,8 @@ def test_info_per_model_and_metrics_with_the_model_label() -> None:
         ("POST", "/v1/rerank", {"model": "org/rank", "query": "q", "documents": ["a"]}),
         ("GET", "/metrics", None),
     )
-    assert (bare[1]["model_id"], bare[1]["model_path"], bare[1]["models"]) == ("emb", "/m/emb", ["emb", "org/rank"])
-    assert (rank[1]["model_id"], rank[1]["task"], rank[1]["model_path"]) == ("org/rank", "text-ranking", "/m/rank")
+    assert (bare[1]["served_model_name"], bare[1]["model_id"], bare[1]["models"]) == ("emb", "/m/emb", ["emb", "org/rank"])
+    assert (rank[1]["served_model_name"], rank[1]["task"], rank[1]["model_id"]) == ("org/rank", "text-ranking", "/m/rank")
     samples = metric_samples(metrics[1])
     assert samples['inferserve_requests_total{model="org/rank",route="/models/{name}/rerank",status="200"}'] == 1
     assert samples['inferserve_requests_total{model="org/rank",route="/v1/rerank",status="200"}'] == 1
@@ -266,8 +266,8 @@ def test_info_and_metrics_per_model(two_model_server: ServerProcess, embedding_m
     server = two_model_server
     bare, emb, mlm = (server.get(path).json() for path in ("/info", "/models/emb/info", "/models/mlm/info"))
     assert bare == {**emb, "uptime_s": bare["uptime_s"]}
-    assert (emb["model_path"], emb["task"], emb["model_id"]) == (str(embedding_model), "feature-extraction", "emb")
-    assert (mlm["model_path"], mlm["task"], mlm["model_id"]) == (str(fill_mask_model), "fill-mask", "mlm")
+    assert (emb["model_id"], emb["task"], emb["served_model_name"]) == (str(embedding_model), "feature-extraction", "emb")
+    assert (mlm["model_id"], mlm["task"], mlm["served_model_name"]) == (str(fill_mask_model), "fill-mask", "mlm")
     assert bare["models"] == ["emb", "mlm"]
 
     before = scrape(server)

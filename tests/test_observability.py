@@ -76,7 +76,7 @@ def test_metrics_move_by_the_right_amounts(observed_server: ServerProcess) -> No
 
 def test_info_matches_the_flags(observed_server: ServerProcess, fill_mask_model: Path) -> None:
     info = observed_server.get("/info").json()
-    assert info["model_path"] == str(fill_mask_model) and info["model_id"] == fill_mask_model.name
+    assert info["model_id"] == str(fill_mask_model) and info["served_model_name"] == fill_mask_model.name
     assert info["task"] == "fill-mask"
     assert info["device"] == "cpu"
     assert info["model_dtype"] == "float32"

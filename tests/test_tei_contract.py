@@ -173,7 +173,7 @@ def test_info_is_tei_info(server: ServerProcess) -> None:
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
     assert info["max_input_length"] == 256  # the model's max_seq_length
     assert info["model_dtype"] == "float32" and info["model_sha"] is None
-    assert info["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"  # its name; model_path: where it is
+    assert info["served_model_name"] == "sentence-transformers/all-MiniLM-L6-v2"  # its name; model_id: where from
     assert info["max_client_batch_size"] == 256 and info["auto_truncate"] is True
     assert info["max_batch_requests"] == 8 and info["max_batch_tokens"] == 8 * 256
     assert info["task"] == "feature-extraction"  # ours, beside TEI's

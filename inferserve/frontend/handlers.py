@@ -66,12 +66,11 @@ async def info(request: web.Request) -> web.Response:
     assert backend is not None
     state = request.app[STATE_KEY]
     worker = backend.info
-    # TEI's Info fields with TEI's meaning (tei.info_fields: the name as
-    # model_id, model_dtype, max_concurrent_requests = --max-queue, ...),
-    # then ours that TEI has no field for: each fact once.
+    # TEI's Info fields with TEI's meaning (tei.info_fields: served_model_name
+    # the name, model_id where it was loaded from, model_dtype, ...), then
+    # ours that TEI has no field for: each fact once.
     document = tei.info_fields(model.name, config, worker)
     document.update({
-        "model_path": worker.model if worker else config.model.model,
         "task": worker.task if worker else config.model.task,
         "device": worker.device if worker else config.model.device,
         "engine": worker.engine if worker else config.model.engine,

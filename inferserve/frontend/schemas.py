@@ -240,16 +240,15 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "Ready": _STATUS,
     "Info": {
         "type": "object",
-        "description": "TEI's Info fields, with TEI's meaning (model_id: the model's name; model_dtype: the precision "
-                       "served; max_concurrent_requests: --max-queue; max_batch_tokens: the most padded tokens a "
-                       "batch holds), and ours that TEI has no field for.",
-        "required": ["model_path", "task", "ready", "max_batch_size", "max_inputs", "versions",
+        "description": "TEI's Info fields, with TEI's meaning (served_model_name: the model's name; model_id: where it "
+                       "was loaded from, a directory or a hub id; model_dtype: the precision served; "
+                       "max_concurrent_requests: --max-queue; max_batch_tokens: the most padded tokens a batch "
+                       "holds), and ours that TEI has no field for.",
+        "required": ["task", "ready", "max_batch_size", "max_inputs", "versions", "served_model_name",
                      "model_id", "model_dtype", "max_concurrent_requests", "max_input_length",
                      "max_batch_tokens", "max_client_batch_size", "auto_truncate", "tokenization_workers",
                      "version"],
         "properties": {
-            "model_path": {"type": "string", "description": "Where the model was loaded from (a directory or a "
-                                                            "hub id)"},
             "task": _STRING, "device": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
             "embedding_dimension": {"type": ["integer", "null"]}, "ready": {"type": "boolean"},
             "workers": _INTEGER, "max_batch_size": _INTEGER, "max_batch_delay_ms": _NUMBER,
@@ -258,7 +257,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "versions": {"type": "object", "additionalProperties": _STRING},
             "models": {"type": "array", "items": {"type": "string"}},
             # TEI's
-            "model_id": {"type": "string"}, "model_sha": _STRING, "model_dtype": {"type": "string"},
+            "model_id": {"type": "string"}, "served_model_name": {"type": "string"}, "model_sha": _STRING, "model_dtype": {"type": "string"},
             "model_type": _or_null(ref("ModelType")), "max_concurrent_requests": _INTEGER,
             "max_input_length": _INTEGER, "max_batch_tokens": _INTEGER,
             "max_batch_requests": {"type": ["integer", "null"], "minimum": 0},

@@ -148,12 +148,14 @@ def parse_predict(body: bytes, content_type: str, config: ServerConfig, schema: 
 
 def info_fields(name: str, config: ServerConfig, worker: WorkerReady | None) -> dict[str, Any]:
     """TEI's Info fields (its schema's required ones and the nullable rest)
-    of the model served as ``name``. ``model_type`` is null before a worker
+    of the model served as ``name`` (``served_model_name``; ``model_id``
+    is what it was loaded from, TEI's --model-id: a directory or a hub id). ``model_type`` is null before a worker
     is ready and for tasks TEI does not serve (fill-mask, generation, ...);
     ``model_dtype`` is --dtype until the worker says what it chose."""
     max_input_length = (worker.max_input_length if worker else None) or 0
     return {
-        "model_id": name,
+        "model_id": worker.model if worker else config.model.model,
+        "served_model_name": name,
         "model_sha": None,
         "model_dtype": worker.dtype if worker else config.model.dtype,
         "model_type": _model_type(worker),
