@@ -95,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "auto: onnx where it is installed, agrees and is faster on the CPU in float32, else torch")
     model.add_argument("--cache-dir", default=None,
                        help="where exported engines are cached; default: $INFERSERVE_CACHE_DIR or ~/.cache/inferserve")
-    model.add_argument("--min-cosine", type=float, default=0.999,
+    model.add_argument("--min-cosine", type=float, default=ModelSpec.min_cosine,
                        help="agreement gate for --dtype auto: least cosine between an item's outputs and float32's")
-    model.add_argument("--max-prob-diff", type=float, default=0.01,
+    model.add_argument("--max-prob-diff", type=float, default=ModelSpec.max_prob_diff,
                        help="agreement gate for --dtype auto: largest change of a softmax probability")
     model.add_argument("--workers", type=int, default=None,
                        help="worker processes per model, each batching on its own; default: one per --devices entry, else 1")

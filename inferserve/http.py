@@ -23,10 +23,10 @@ from .frontend.models import MODELS_KEY, ModelSet
 from .frontend.route import MODEL_PREFIX, ROUTES_KEY, Route
 from .frontend.routes import ROUTES
 from .frontend.schemas import warm
-from .frontend.state import BACKEND_KEY, CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
+from .frontend.state import CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
 from .frontend.worker_pool import WorkerPool, worker_specs
 
-__all__ = ["BACKEND_KEY", "CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "ROUTES", "STATE_KEY", "create_app"]
+__all__ = ["CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "ROUTES", "STATE_KEY", "create_app"]
 
 
 def create_app(
@@ -72,7 +72,6 @@ def _register(app: web.Application, routes: tuple[Route, ...]) -> None:
 def _attach_backends(app: web.Application, backends: InferenceBackend | Mapping[str, InferenceBackend]) -> None:
     models = app[MODELS_KEY]
     models.attach(backends)
-    app[BACKEND_KEY] = models.first.backend  # the first model's, as before there were several
     for model in models.models:
         backend = model.backend
         assert backend is not None

@@ -24,10 +24,9 @@ import orjson
 from ..common.config import ServerConfig
 from ..ipc import Call
 from .errors import RequestError
-from .schemas import SCHEMAS, validate
+from .schemas import MAX_TOKEN_ID, SCHEMAS, validate
 
 BODY = "the body"  # ``where`` of the body itself (not a field)
-MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
 
 # Content types whose body is taken verbatim as one text input. curl -d sends
 # application/x-www-form-urlencoded; the classic Starlette example read the
