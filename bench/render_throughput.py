@@ -172,7 +172,7 @@ def render_gpu(doc: dict) -> str:
 def _chosen(info: dict) -> str:
     """What a server runs, from its /info: engine, dtype, and --dtype's reason."""
     precision = info.get("precision") or {}
-    text = f"{info.get('engine')}, {info.get('model_dtype', info.get('dtype'))}"  # older results: "dtype"
+    text = f"{info.get('engine')}, {info.get('dtype')}"
     if precision.get("reason"):
         text += f": {precision['reason']}"
     return text
@@ -207,7 +207,7 @@ def _precision_model(r: dict) -> list[str]:
         every_ratio = [f"{x['runs'][server][c]['rps'] / x['limits'][reference]:.0%}" for x in every]
         bad = sum(sum(v for k, v in x["statuses"].items() if str(k) != "200") for x in runs)
         info = r["info"][server]
-        lines.append(f"| `{server}` | {info.get('engine')}, {info.get('model_dtype', info.get('dtype'))} | "
+        lines.append(f"| `{server}` | {info.get('engine')}, {info.get('dtype')} | "
                      f"{median([x['rps'] for x in runs]):.1f} | **{median(ratios):.1%}** "
                      f"({_flagged(every_ratio, every)}) | {median([x['p50_ms'] for x in runs]):.1f} | "
                      f"{median([x['p99_ms'] for x in runs]):.1f} | {median([x['mean_batch'] for x in runs]):.1f} | "
