@@ -76,6 +76,9 @@ _RANK_OPTIONS = {
     "truncation_direction": _TRUNCATION["truncation_direction"],
 }
 
+# The HF Inference API's "options" (use_cache, wait_for_model): its clients send them; nothing here to change.
+_API_OPTIONS = {"type": ["object", "null"], "description": "The inference API's options (use_cache, wait_for_model): "
+                                                          "taken, no effect here."}
 _PIPELINE_INPUT = {"anyOf": [
     _NON_BLANK,
     {"type": "object", "minProperties": 1, "additionalProperties": _NON_BLANK,
@@ -97,6 +100,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
             "parameters": {"type": ["object", "null"], "description": "The task's parameters (422 names one "
                                                                       "it does not take)."},
             "stream": {"type": "boolean", "description": "Server-Sent Events, one per token (text generation)."},
+            "options": _API_OPTIONS,
         },
         # Streaming takes one string.
         "if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
@@ -108,7 +112,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
                        'in "parameters" (the body\'s own win).',
         "type": "object", "required": ["inputs"],
         "properties": {"inputs": ref("Input"), "parameters": _or_null(ref("EmbedParameters")), **_EMBED_OPTIONS,
-                       "stream": {"const": False, "description": "An embedding model does not stream (true: 422)."}},
+                       "stream": {"const": False, "description": "An embedding model does not stream (true: 422)."},
+                       "options": _API_OPTIONS},
         "examples": [{"inputs": ["hello world"], "parameters": {"normalize": False}}],
     },
     "EmbedParameters": {"type": "object", "properties": _EMBED_OPTIONS},
