@@ -169,6 +169,7 @@ def test_docs_loads_every_script_and_style_from_this_server() -> None:
         bundled = Path(swagger_ui_bundle.swagger_ui_path, asset.rpartition("/")[2]).read_bytes()
         assert status == 200 and body == bundled, asset
     assert fetch(make_app(), [("GET", "/docs/index.html", None, "")])[0][0] == 404  # only the two files
+    assert fetch(make_app(), [("GET", "/swagger-ui.css", None, "")])[0][0] == 404
 
 
 # ---- the parsers use the document's schemas -------------------------------------------

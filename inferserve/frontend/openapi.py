@@ -206,11 +206,10 @@ def _swagger_version() -> str:
 
 
 async def docs_asset(request: web.Request) -> web.StreamResponse:
-    """``GET /docs/{file}``: one of Swagger UI's files /docs loads, from the
-    swagger-ui-bundle package (pinned by its version: nothing from another host)."""
-    name = request.match_info["file"]
-    content_type = _SWAGGER_FILES.get(name)
-    if content_type is None:
-        raise web.HTTPNotFound()
+    """``GET /docs/swagger-ui-bundle.js`` and ``/docs/swagger-ui.css``: the
+    files /docs loads, from the swagger-ui-bundle package (pinned by its
+    version: nothing from another host)."""
+    name = request.path.rpartition("/")[2]
+    content_type = _SWAGGER_FILES[name]
     path = Path(swagger_ui_bundle.swagger_ui_path) / name
     return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "public, max-age=86400"})

@@ -59,6 +59,8 @@ ROUTES: tuple[Route, ...] = (
           public=True),
     Route("GET", "/docs", "This document as a web page (Swagger UI, served from here)", "server", "Text",
           handler=openapi.docs, ok_type="text/html", public=True),
-    Route("GET", "/docs/{file}", "Swagger UI's script and style sheet (package swagger-ui-bundle)", "server",
-          "Text", handler=openapi.docs_asset, ok_type="text/plain", statuses=(404,), public=True),
+    Route("GET", "/docs/swagger-ui-bundle.js", "Swagger UI's script, which /docs loads (package swagger-ui-bundle)",
+          "server", "Text", handler=openapi.docs_asset, ok_type="text/javascript", public=True),
+    Route("GET", "/docs/swagger-ui.css", "Swagger UI's style sheet, which /docs loads (package swagger-ui-bundle)",
+          "server", "Text", handler=openapi.docs_asset, ok_type="text/css", public=True),
 )
