@@ -3,10 +3,10 @@ worker round trip, the answer) and the server's own routes."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -15,6 +15,7 @@ from ..common.config import ServerConfig
 from ..ipc import Call, Outcome, RequestKind
 from . import tei
 from .backend import InferenceBackend
+from .body import read_call
 from .errors import DeadlineExceeded, RequestError, WorkerUnavailable
 from .fields import Parser
 from .inference_api import parse_pipeline
@@ -25,9 +26,6 @@ from .route import Handler, Route
 from .sse import stream_events
 from .state import CONFIG_KEY, METRICS_KEY, STATE_KEY
 
-# Bodies above this are parsed on a thread so a large JSON document cannot
-# stall every other client on the event loop.
-_INLINE_PARSE_BYTES = 64 * 1024
 _MAX_REQUEST_ID_LENGTH = 128
 
 async def health(request: web.Request) -> web.Response:
@@ -135,9 +133,7 @@ async def _serve(
     try:
         timeout = _timeout(request, request.app[CONFIG_KEY])
 
-        async def read(config: ServerConfig) -> Call:
-            return await _read_call(request, config, parse, schema)
-
+        read = partial(read_call, request, parse=parse, schema=schema)
         model = await request.app[MODELS_KEY].admit(request, request.app[STATE_KEY].draining, read, named_by)
         backend, call = model.backend, model.call
         deadline = time.monotonic() + timeout
@@ -162,25 +158,6 @@ async def _answer(
     headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
     headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
     return web.Response(body=result.body, content_type="application/json", headers=headers)
-
-
-async def _read_call(request: web.Request, config: ServerConfig, parse: Parser, schema: str) -> Call:
-    if request.content_length is not None and request.content_length > config.max_body_bytes:
-        raise _too_large(config)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:  # chunked body over the limit
-        raise _too_large(config) from exc
-    if len(body) > config.max_body_bytes:  # aiohttp lets a chunked body of limit + 1 through
-        raise _too_large(config)
-    if len(body) <= _INLINE_PARSE_BYTES:
-        return parse(body, request.content_type, config, schema)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, parse, body, request.content_type, config, schema)
-
-
-def _too_large(config: ServerConfig) -> RequestError:
-    return RequestError(413, "payload_too_large", f"the body exceeds {config.max_body_bytes} bytes")
 
 
 def _timeout(request: web.Request, config: ServerConfig) -> float:

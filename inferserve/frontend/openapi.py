@@ -28,7 +28,7 @@ from aiohttp import web
 
 from .. import __version__
 from .models import MODELS_KEY
-from .route import OURS, ROUTES_KEY, TEI, Family, Route, bare_path, by_path
+from .route import OURS, ROUTES_KEY, TEI, Family, bare_path, by_path
 from .schemas import SCHEMAS, ref
 from .state import CONFIG_KEY
 
