@@ -98,3 +98,10 @@ def test_a_wrong_type_is_a_422_on_every_route(path: str) -> None:
     field = next(iter(body))
     reply, _ = one("POST", path, FakeBackend(info=info), data=orjson.dumps({**body, field: 5}), headers=JSON)
     error_message(path, reply, 422, "invalid_request")
+
+
+def test_coheres_fields_not_served_here_are_refused_by_name() -> None:
+    info, body = SERVED_BY["/v2/rerank"]
+    reply, backend = post_json("/v2/rerank", {**body, "max_tokens_per_doc": 100}, FakeBackend(info=info))
+    assert reply.status == 422 and "`max_tokens_per_doc` (Cohere's) is not served here" in reply.json()["message"]
+    assert backend.seen == []

@@ -1,8 +1,8 @@
 """Cohere's wire family (Jina's rerank too): ``POST /v1/rerank`` and
 ``/v2/rerank``, ``{model, query, documents (strings, or objects with
-"text"), top_n?, return_documents?}`` plus the fields Cohere documents that
-change nothing here (``max_chunks_per_doc``, ``rank_fields``, Jina's
-``max_tokens_per_doc``... are not taken: a 422 names them). Errors are
+"text"), top_n?, return_documents?}``. Fields Cohere documents that are not
+served here (``rank_fields``, ``max_chunks_per_doc``, ``max_tokens_per_doc``)
+are a 422 saying so; any other unknown field a 422 naming it. Errors are
 Cohere's ``{"message"}``; an empty ``documents`` is a 422, as it was."""
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from typing import Any
 from ..common.config import ServerConfig
 from ..ipc import AnswerShape, Call, RequestKind, RerankOptions
 from . import fields
+from .errors import RequestError
 from .fields import Parser
 
 _EMPTY_STATUS = 422
+# Cohere's documented fields that change the ranking in ways not served here.
+_NOT_SERVED = ("rank_fields", "max_chunks_per_doc", "max_tokens_per_doc")
 
 
 def cohere_rerank_parser(api_version: str) -> Parser:
@@ -22,6 +25,9 @@ def cohere_rerank_parser(api_version: str) -> Parser:
 
     def parse(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
         document = fields.json_request(body, content_type, '{"model": ..., "query": ..., "documents": [...]}')
+        for name in _NOT_SERVED:
+            if document.get(name) is not None:
+                raise RequestError(422, "unknown_field", f"`{name}` (Cohere's) is not served here")
         fields.only_known(document, fields.known_fields(schema))
         query = fields.text(fields.required(document, "query"), "query", _EMPTY_STATUS, blank=True)
         raw = fields.items(fields.required(document, "documents"), "documents", config.max_inputs,
