@@ -112,7 +112,8 @@ def test_an_unknown_model_is_404_in_each_apis_shape_and_names_the_models() -> No
     )
     message = "the model 'nope' does not exist; this server serves 'emb', 'org/rank'"
     assert openai == (404, {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                      "code": "model_not_found"}})
+                                      "code": "model_not_found"},
+                            "message": message, "code": 404, "error_type": "Validation"})  # TEI's beside OpenAI's
     assert retrieve == openai
     assert cohere == (404, {"message": message})
     assert tei == (404, {"error": message, "error_type": "Validation"})
@@ -152,8 +153,9 @@ def test_ready_waits_for_every_model_and_admission_is_per_model() -> None:
     assert ready == (503, {"error": "loading: org/rank", "type": "unavailable"})
     assert emb_ready == (200, {"status": "ready"})
     assert rank_ready[0] == 503
-    assert full == (503, {"error": {"message": "the server is overloaded; retry later", "type": "server_error",
-                                    "param": None, "code": "unavailable"}})
+    overloaded = "the server is overloaded; retry later"
+    assert full == (503, {"error": {"message": overloaded, "type": "server_error", "param": None, "code": "unavailable"},
+                          "message": overloaded, "code": 503, "error_type": "Overloaded"})
     # no model could take it: refused before the body is parsed, with the first model's reason
     assert none_can == (503, {"message": "the server is overloaded; retry later"})
     assert loading == (503, {"message": "the model org/rank is not ready"})
