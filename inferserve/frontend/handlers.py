@@ -132,15 +132,14 @@ async def _serve(
     headers = {"X-Request-Id": _request_id(request)}
     try:
         timeout = _timeout(request, request.app[CONFIG_KEY])
-
         read = partial(read_call, request, parse=parse, schema=schema)
-        model = await request.app[MODELS_KEY].admit(request, request.app[STATE_KEY].draining, read, named_by)
-        backend, call = model.backend, model.call
+        admitted = await request.app[MODELS_KEY].admit(request, request.app[STATE_KEY].draining, read, named_by)
+        backend, call = admitted.backend, admitted.call
         deadline = time.monotonic() + timeout
         if call.kind is RequestKind.STREAM:
             return await stream_events(request, backend.stream(call, deadline), headers, error)
         try:
-            return await _answer(request, model.name, backend, call, deadline, headers)
+            return await _answer(request, admitted.name, backend, call, deadline, headers)
         except DeadlineExceeded as exc:
             raise RequestError(504, "deadline_exceeded", f"no answer within {timeout:g}s") from exc
     except (RequestError, WorkerUnavailable, DeadlineExceeded) as exc:
