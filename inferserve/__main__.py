@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -36,6 +37,14 @@ from .frontend.access_log import AccessLogger, OffLoopLogging
 
 log = logging.getLogger("inferserve")
 T = TypeVar("T")
+# A start-up failure the user caused: argparse's status for a bad command line.
+USAGE_EXIT = 2
+
+
+class StartupError(SystemExit):
+    """A start-up failure the user caused (a flag's value, a missing model):
+    ``main`` prints it as one line on stderr and exits 2 (a traceback only
+    with --log-level debug)."""
 
 
 class _OneDefaultFormatter(argparse.HelpFormatter):
@@ -144,15 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     for name in ("max_batch_size", "max_inputs", "max_queue", "max_body_bytes"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+            raise StartupError(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_batch_delay_ms < 0:
-        raise SystemExit("--max-batch-delay-ms must not be negative")
+        raise StartupError("--max-batch-delay-ms must not be negative")
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip()) if args.devices else ()
     workers = args.workers if args.workers is not None else max(1, len(devices))
     if workers < 1:
-        raise SystemExit("--workers must be at least 1")
+        raise StartupError("--workers must be at least 1")
     if args.spare_workers < 0:
-        raise SystemExit("--spare-workers must not be negative")
+        raise StartupError("--spare-workers must not be negative")
     named = _named_models(args)
     specs = tuple(NamedModel(name, _model_spec(args, path)) for name, path in named)
     return _same_named(
@@ -189,17 +198,17 @@ def _named_models(args: argparse.Namespace) -> list[tuple[str, str]]:
         if not sep or not name or not path or os.path.exists(entry):  # a bare PATH (one may hold "=")
             name, path = "", entry
         elif not name.isprintable() or any(c.isspace() for c in name):
-            raise SystemExit(f"--model {entry}: a model's name has no spaces")
+            raise StartupError(f"--model {entry}: a model's name has no spaces")
         named.append((name, path))
     if args.served_model_name:
         if len(named) > 1 or named[0][0]:
-            raise SystemExit("--served-model-name names a single model; name several with --model NAME=PATH")
+            raise StartupError("--served-model-name names a single model; name several with --model NAME=PATH")
         named = [(args.served_model_name, named[0][1])]
     named = [(name or default_model_name(path), path) for name, path in named]
     names = [name for name, _ in named]
     for name in names:
         if names.count(name) > 1:
-            raise SystemExit(f"two models are named {name!r}: name them with --model NAME=PATH")
+            raise StartupError(f"two models are named {name!r}: name them with --model NAME=PATH")
     return named
 
 
@@ -208,8 +217,17 @@ def _model_spec(args: argparse.Namespace, path: str) -> ModelSpec:
                        truncate=not args.no_truncate)
 
 
+def _check_local_model(model: str) -> None:
+    """A model named by a filesystem path (absolute, ./, ../, ~) must be
+    there, checked before any process starts; anything else may be a hub
+    id, which only the worker's transformers can resolve."""
+    path = os.path.expanduser(model)
+    if (os.path.isabs(path) or model.startswith(("./", "../", "~"))) and not os.path.exists(path):
+        raise StartupError(f"no model at {model!r}: no such file or directory (README.md#get-a-model)")
+
+
 async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = AccessLogger) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or until the model cannot load (exit 1)."""
+    """Run until SIGTERM/SIGINT (exit 0) or until the model cannot load (exit 2)."""
     from .http import MODELS_KEY, STATE_KEY, create_app
 
     app = create_app(config)
@@ -239,9 +257,9 @@ async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = Acc
     stop_wait = asyncio.ensure_future(stop.wait())
     await asyncio.wait({stop_wait, fatal}, return_when=asyncio.FIRST_COMPLETED)
     exit_code = 0
-    if fatal.done():
+    if fatal.done():  # the model cannot be served: a user's error as far as we can tell
         log.error("cannot serve: %s", fatal.result())
-        exit_code = 1
+        exit_code = USAGE_EXIT
     else:
         log.info("shutting down: draining in-flight requests (up to %.0fs)", config.graceful_timeout_s)
     stop_wait.cancel()
@@ -252,7 +270,18 @@ async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = Acc
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = config_from_args(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        for named in config.served_models():
+            _check_local_model(named.spec.model)
+    except SystemExit as exc:  # ours, and default_model_path's (the embedded model not installed)
+        if not isinstance(exc.code, str):
+            raise
+        if args.log_level == "debug":
+            traceback.print_exc()
+        print(f"inferserve: cannot serve: {exc.code}", file=sys.stderr)
+        return USAGE_EXIT
     logs = OffLoopLogging(config.log_level, config.log_format, role="server")
     logs.start()
     try:

@@ -16,75 +16,63 @@ from aiohttp import web
 
 from .common.config import ServerConfig
 from .common.preloaded_starts import ONNX_PRELOAD, WORKER_PRELOAD, PreloadedStarts
-from .frontend import handlers, openapi, tei
-from .frontend.handlers import serving
 from .frontend.backend import InferenceBackend
+from .frontend.handlers import serving
 from .frontend.metrics import ServerMetrics
 from .frontend.middleware import api_key_guard, json_errors, observe
-from .frontend.models import MODELS_KEY, ModelSet, list_models, retrieve_model
-from .frontend.payload import parse_openai_embeddings
-from .frontend.rerank_payload import parse_cohere_rerank_v1, parse_cohere_rerank_v2, parse_predict, parse_rerank
-from .frontend.responses import cohere_error, openai_error, tei_error
-from .frontend.state import BACKEND_KEY, CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
+from .frontend.models import MODELS_KEY, ModelSet
+from .frontend.route import MODEL_PREFIX, ROUTES_KEY, Route
+from .frontend.routes import ROUTES
+from .frontend.schemas import warm
+from .frontend.state import CONFIG_KEY, METRICS_KEY, STATE_KEY, ServerState, installed_versions
 from .frontend.worker_pool import WorkerPool, worker_specs
 
-__all__ = ["BACKEND_KEY", "CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "STATE_KEY", "create_app"]
-
-# Every model's routes, bare (the first model) and under /models/{name}
-# (docs/design.md#several-models); a name may hold "/" (hub ids do).
-_MODEL_ROUTES = (
-    # POST routes: the parser of the body and the error shape of the route's API family.
-    ("POST", "/", handlers.infer),  # the task's pipeline (a sentence-transformers model: /embed's body)
-    ("POST", "/embed", serving(tei.parse_embed, tei_error)),
-    ("POST", "/embed_all", serving(tei.parse_embed_all, tei_error)),
-    ("POST", "/tokenize", serving(tei.parse_tokenize, tei_error)),
-    ("POST", "/decode", serving(tei.parse_decode, tei_error)),
-    ("POST", "/v1/embeddings", serving(parse_openai_embeddings, openai_error, handlers.embed_model_name)),
-    ("POST", "/rerank", serving(parse_rerank, tei_error)),
-    ("POST", "/v1/rerank", serving(parse_cohere_rerank_v1, cohere_error, handlers.rerank_model_name)),
-    ("POST", "/v2/rerank", serving(parse_cohere_rerank_v2, cohere_error, handlers.rerank_model_name)),
-    ("POST", "/predict", serving(parse_predict, tei_error)),
-    ("GET", "/ready", handlers.ready),
-    ("GET", "/info", handlers.info),
-)
+__all__ = ["CONFIG_KEY", "METRICS_KEY", "MODELS_KEY", "ROUTES", "STATE_KEY", "create_app"]
 
 
 def create_app(
     config: ServerConfig, backend: InferenceBackend | Mapping[str, InferenceBackend] | None = None,
+    routes: tuple[Route, ...] = ROUTES,
 ) -> web.Application:
     """The aiohttp app; without ``backend`` it owns real worker processes (a
-    pool per model). ``backend``: one (a one-model server) or one per model name."""
+    pool per model). ``backend``: one (a one-model server) or one per model
+    name. ``routes``: the route table (routes.ROUTES)."""
     middlewares = [observe, json_errors]
     if config.api_key:
-        middlewares.append(api_key_guard(config.api_key))
+        middlewares.append(api_key_guard(config.api_key, frozenset(r.path for r in routes if r.public)))
     # +1 so that a body of exactly the limit is accepted and ours is the 413.
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_bytes + 1)
     app[CONFIG_KEY] = config
     app[STATE_KEY] = ServerState(versions=installed_versions())
     app[METRICS_KEY] = ServerMetrics()
     app[MODELS_KEY] = ModelSet(config)
+    app[ROUTES_KEY] = routes
     if backend is not None:
         _attach_backends(app, backend)
     else:
         app.cleanup_ctx.append(_worker_lifecycle)
-    # Longest suffix first: /models/x/v1/rerank is model x's /v1/rerank, not model "x/v1"'s /rerank.
-    by_suffix = sorted(_MODEL_ROUTES, key=lambda route: -len(route[1]))
-    for prefix, routes in (("", _MODEL_ROUTES), ("/models/{name:.+}", by_suffix)):
-        for method, path, handler in routes:
-            add = app.router.add_get if method == "GET" else app.router.add_post  # GET: HEAD too
-            add(prefix + path, handler)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
-    app.router.add_get("/health", handlers.health)
-    app.router.add_get("/metrics", handlers.metrics)
-    openapi.add_routes(app)  # GET /openapi.json and /docs, from the routes above
+    warm()  # the parsers' schemas compiled now (once a process), not on their first requests
+    _register(app, routes)
     return app
+
+
+def _register(app: web.Application, routes: tuple[Route, ...]) -> None:
+    """Every route of the table; a model's routes bare and under /models/{name}
+    (docs/design.md#several-models; a name may hold "/", as hub ids do)."""
+    # Longest path first under the prefix: /models/x/v1/rerank is model x's
+    # /v1/rerank, not model "x/v1"'s /rerank.
+    prefixed = sorted((r for r in routes if r.model_route), key=lambda r: -len(r.path))
+    by_prefix = [("", route) for route in routes] + [(MODEL_PREFIX.replace("}", ":.+}"), r) for r in prefixed]
+    for prefix, route in by_prefix:
+        handler = route.handler or serving(route)
+        path = prefix + (route.pattern or route.path)
+        add = app.router.add_get if route.method == "GET" else app.router.add_post  # GET: HEAD too
+        add(path, handler)
 
 
 def _attach_backends(app: web.Application, backends: InferenceBackend | Mapping[str, InferenceBackend]) -> None:
     models = app[MODELS_KEY]
     models.attach(backends)
-    app[BACKEND_KEY] = models.first.backend  # the first model's, as before there were several
     for model in models.models:
         backend = model.backend
         assert backend is not None

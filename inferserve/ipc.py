@@ -71,11 +71,20 @@ class RequestKind(enum.Enum):
     DECODE = "decode"  # TEI /decode: inputs are token-id lists; params skip_special_tokens
 
 
+class AnswerShape(str, enum.Enum):
+    """Whose wire shape the worker answers in. A str, so that ``== "openai"``
+    still holds where a worker compares it."""
+
+    TEI = "tei"  # TEI's (and the HF Inference API's): a list of vectors or ranks
+    OPENAI = "openai"  # OpenAI's embeddings object
+    COHERE = "cohere"  # Cohere's (and Jina's) rerank object
+
+
 @message
 class EmbedOptions:
     normalize: bool | None = None  # None: as the model's config says
     dimensions: int | None = None  # keep the first N dimensions
-    response: str = "tei"  # "tei" (list of vectors) or "openai"
+    response: AnswerShape = AnswerShape.TEI  # TEI (a list of vectors) or OPENAI
     encoding_format: str = "float"  # openai: "float" or "base64"
     model_name: str = ""  # openai: echoed as "model"
     truncate: bool | None = None  # over-long inputs: truncate, or 422; None: --no-truncate decides
@@ -91,7 +100,7 @@ class RerankOptions:
     raw_scores: bool = False  # the logit itself, not its sigmoid
     return_text: bool = False  # TEI return_text / Cohere return_documents
     top_n: int | None = None  # keep the n best (None: all)
-    response: str = "tei"  # "tei" (a list of ranks) or "cohere" (Cohere's and Jina's object)
+    response: AnswerShape = AnswerShape.TEI  # TEI (a list of ranks) or COHERE (Cohere's and Jina's object)
     model_name: str = ""  # cohere: echoed as "model"
     truncate: bool | None = None  # None: as --no-truncate says
     truncate_left: bool = False  # truncate the start of the pair, not its end

@@ -204,10 +204,12 @@ def assert_our_error(reply: Reply, status: int, kind: str) -> dict[str, Any]:
 
 
 def assert_openai_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
-    """OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
+    """OpenAI's ``{"error": {"message", "type", "param", "code"}}``, with TEI's
+    top-level ``message``, ``code`` (the status) and ``error_type`` beside it."""
     assert reply.status == status, reply.body
     error = reply.json()
-    assert set(error) == {"error"}
+    assert set(error) == {"error", "message", "code", "error_type"}
+    assert error["message"] == error["error"]["message"] and error["code"] == status
     assert set(error["error"]) == {"message", "type", "param", "code"}
     assert error["error"]["code"] == code
     assert error["error"]["type"] == ("invalid_request_error" if status < 500 else "server_error")

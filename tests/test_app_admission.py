@@ -187,12 +187,16 @@ def test_info_reports_the_worker_and_the_limits() -> None:
     info = reply.json()
     assert reply.status == 200
     expected = {
-        "model": "/models/fake-embed", "served_model_name": "served-name", "task": "feature-extraction",
-        "device": "cpu", "dtype": "float32", "embedding_dimension": 8, "ready": True, "workers": 1,
+        "served_model_name": "served-name", "model_id": "/models/fake-embed", "task": "feature-extraction",
+        "device": "cpu", "model_dtype": "float32", "embedding_dimension": 8, "ready": True, "workers": 1,
         "max_batch_size": 32, "max_batch_delay_ms": 5.0, "batch_wait": "adaptive",
-        "max_queue": 77, "max_inputs": 9, "max_body_bytes": 1234, "request_timeout_s": 12.0,
+        "max_concurrent_requests": 77, "max_inputs": 9, "max_body_bytes": 1234, "request_timeout_s": 12.0,
     }
     assert {k: info[k] for k in expected} == expected
+    # Each fact once: no second name for TEI's fields.
+    assert not {"model", "model_path", "dtype", "max_queue"} & set(info)
+    values = {k: v for k, v in info.items() if isinstance(v, str)}
+    assert sorted(values.values()).count("served-name") == 1
     assert set(info["versions"]) >= {"inferserve", "torch", "transformers", "aiohttp"}
     assert info["uptime_s"] >= 0
 
@@ -202,5 +206,5 @@ def test_info_before_any_worker_reports_uses_the_config() -> None:
                      backend=FakeBackend(ready=False, info=None))
     reply = serve(app, lambda client: fetch(client, "GET", "/info"))
     info = reply.json()
-    assert (info["model"], info["task"], info["device"], info["dtype"], info["ready"]) == (
-        "some/model", "fill-mask", "cuda:1", None, False)
+    assert (info["served_model_name"], info["model_id"], info["task"], info["device"], info["model_dtype"],
+            info["ready"]) == ("some/model", "some/model", "fill-mask", "cuda:1", "auto", False)

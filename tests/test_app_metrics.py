@@ -129,3 +129,26 @@ def test_batch_reports_restarts_answers_and_retries_are_recorded_via_the_metrics
 def test_metrics_content_type_is_prometheus_text() -> None:
     reply, _ = one("GET", "/metrics")
     assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+
+
+def test_the_design_docs_metric_list_is_the_registry_without_created_series() -> None:
+    """docs/design.md#observability names every series /metrics exposes, and no other;
+    prometheus-client's ``_created`` twins are not exposed."""
+    import re
+
+    from helpers import REPO_ROOT
+
+    design = (REPO_ROOT / "docs" / "design.md").read_text()
+    section = design.split("## Observability", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(inferserve_[a-z_]+)", section))
+    app, _ = make_app()
+
+    async def scenario(client: TestClient) -> str:
+        await fetch(client, "POST", "/", data=b"a", headers=FORM)
+        response = await client.get("/metrics")
+        return await response.text()
+
+    text = serve(app, scenario)
+    exposed = set(re.findall(r"^# TYPE (\S+)", text, re.M))
+    assert documented == exposed
+    assert "_created" not in text

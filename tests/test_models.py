@@ -112,7 +112,8 @@ def test_an_unknown_model_is_404_in_each_apis_shape_and_names_the_models() -> No
     )
     message = "the model 'nope' does not exist; this server serves 'emb', 'org/rank'"
     assert openai == (404, {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                      "code": "model_not_found"}})
+                                      "code": "model_not_found"},
+                            "message": message, "code": 404, "error_type": "Validation"})  # TEI's beside OpenAI's
     assert retrieve == openai
     assert cohere == (404, {"message": message})
     assert tei == (404, {"error": message, "error_type": "Validation"})
@@ -152,8 +153,9 @@ def test_ready_waits_for_every_model_and_admission_is_per_model() -> None:
     assert ready == (503, {"error": "loading: org/rank", "type": "unavailable"})
     assert emb_ready == (200, {"status": "ready"})
     assert rank_ready[0] == 503
-    assert full == (503, {"error": {"message": "the server is overloaded; retry later", "type": "server_error",
-                                    "param": None, "code": "unavailable"}})
+    overloaded = "the server is overloaded; retry later"
+    assert full == (503, {"error": {"message": overloaded, "type": "server_error", "param": None, "code": "unavailable"},
+                          "message": overloaded, "code": 503, "error_type": "Overloaded"})
     # no model could take it: refused before the body is parsed, with the first model's reason
     assert none_can == (503, {"message": "the server is overloaded; retry later"})
     assert loading == (503, {"message": "the model org/rank is not ready"})
@@ -170,7 +172,7 @@ def test_info_per_model_and_metrics_with_the_model_label() -> None:
         ("POST", "/v1/rerank", {"model": "org/rank", "query": "q", "documents": ["a"]}),
         ("GET", "/metrics", None),
     )
-    assert (bare[1]["served_model_name"], bare[1]["model"], bare[1]["models"]) == ("emb", "/m/emb", ["emb", "org/rank"])
+    assert (bare[1]["served_model_name"], bare[1]["model_id"], bare[1]["models"]) == ("emb", "/m/emb", ["emb", "org/rank"])
     assert (rank[1]["served_model_name"], rank[1]["task"], rank[1]["model_id"]) == ("org/rank", "text-ranking", "/m/rank")
     samples = metric_samples(metrics[1])
     assert samples['inferserve_requests_total{model="org/rank",route="/models/{name}/rerank",status="200"}'] == 1
@@ -266,8 +268,8 @@ def test_info_and_metrics_per_model(two_model_server: ServerProcess, embedding_m
     server = two_model_server
     bare, emb, mlm = (server.get(path).json() for path in ("/info", "/models/emb/info", "/models/mlm/info"))
     assert bare == {**emb, "uptime_s": bare["uptime_s"]}
-    assert (emb["model"], emb["task"], emb["served_model_name"]) == (str(embedding_model), "feature-extraction", "emb")
-    assert (mlm["model"], mlm["task"], mlm["served_model_name"]) == (str(fill_mask_model), "fill-mask", "mlm")
+    assert (emb["model_id"], emb["task"], emb["served_model_name"]) == (str(embedding_model), "feature-extraction", "emb")
+    assert (mlm["model_id"], mlm["task"], mlm["served_model_name"]) == (str(fill_mask_model), "fill-mask", "mlm")
     assert bare["models"] == ["emb", "mlm"]
 
     before = scrape(server)
@@ -285,7 +287,8 @@ def test_info_and_metrics_per_model(two_model_server: ServerProcess, embedding_m
 
 
 def test_a_model_that_cannot_load_stops_the_server(server_factory, fill_mask_model: Path, tmp_path: Path) -> None:
-    server = server_factory("--model", f"ok={fill_mask_model}", "--model", f"bad={tmp_path / 'missing'}",
+    (tmp_path / "empty").mkdir()  # there, but no model in it: the worker's load fails
+    server = server_factory("--model", f"ok={fill_mask_model}", "--model", f"bad={tmp_path / 'empty'}",
                             "--task", "fill-mask", wait_ready=False)
-    assert server.process.wait(90) == 1
+    assert server.process.wait(90) == 2
     assert "cannot serve: model bad:" in server.log()

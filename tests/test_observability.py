@@ -84,13 +84,13 @@ def test_metrics_move_by_the_right_amounts(observed_server: ServerProcess) -> No
 
 def test_info_matches_the_flags(observed_server: ServerProcess, fill_mask_model: Path) -> None:
     info = observed_server.get("/info").json()
-    assert info["model"] == str(fill_mask_model)
+    assert info["model_id"] == str(fill_mask_model) and info["served_model_name"] == fill_mask_model.name
     assert info["task"] == "fill-mask"
     assert info["device"] == "cpu"
-    assert info["dtype"] == "float32"
+    assert info["model_dtype"] == "float32"
     assert info["max_batch_size"] == MAX_BATCH
     assert info["max_batch_delay_ms"] == 15
-    assert info["max_queue"] == 77
+    assert info["max_concurrent_requests"] == 77
     assert info["request_timeout_s"] == 12
     assert set(info["versions"]) >= {"inferserve", "torch", "transformers"}
     assert info["versions"]["torch"].startswith("2.")

@@ -33,8 +33,8 @@ from openapi_spec_validator import validate as validate_openapi
 
 from helpers import ServerProcess, build_tiny_bert, scrape
 from inferserve.common.config import ModelSpec, ServerConfig
-from inferserve.frontend import openapi, payload, rerank_payload, schemas, tei
-from inferserve.frontend.errors import PayloadError
+from inferserve.frontend import cohere_api, inference_api, openai_api, openapi, schemas, tei
+from inferserve.frontend.errors import RequestError
 from inferserve.http import create_app
 from inferserve.ipc import InferResult, Outcome, WorkerReady
 
@@ -153,6 +153,25 @@ def test_docs_is_a_page_that_lists_every_operation_without_a_cdn() -> None:
             assert f"<td>{method.upper()}</td><td><code>{path}</code></td>" in page
 
 
+def test_docs_loads_every_script_and_style_from_this_server() -> None:
+    """Offline: each script and style sheet the page names is a path on this
+    server (no other host), served with its type and the bundled files' bytes."""
+    import re
+
+    import swagger_ui_bundle
+
+    page = fetch(make_app(), [("GET", "/docs", None, "")])[0][1].decode()
+    assets = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page) + re.findall(r'<link[^>]*\shref="([^"]+)"', page)
+    assert sorted(assets) == ["docs/swagger-ui-bundle.js", "docs/swagger-ui.css"]
+    assert "://" not in page.replace('xmlns="http://', "") and "//cdn" not in page
+    replies = fetch(make_app(api_key="k"), [("GET", "/" + asset, None, "") for asset in assets])  # open, as /docs
+    for asset, (status, body) in zip(assets, replies):
+        bundled = Path(swagger_ui_bundle.swagger_ui_path, asset.rpartition("/")[2]).read_bytes()
+        assert status == 200 and body == bundled, asset
+    assert fetch(make_app(), [("GET", "/docs/index.html", None, "")])[0][0] == 404  # only the two files
+    assert fetch(make_app(), [("GET", "/swagger-ui.css", None, "")])[0][0] == 404
+
+
 # ---- the parsers use the document's schemas -------------------------------------------
 
 # A model that serves each POST route.
@@ -185,16 +204,16 @@ def test_each_post_route_parses_with_the_schema_its_document_names(path: str, mo
 
 # Each request schema's parser (the test above ties routes to schemas).
 PARSERS = {
-    "PipelineRequest": payload.parse_pipeline,
+    "PipelineRequest": inference_api.parse_pipeline,
     "RootEmbedRequest": tei.parse_root_embed,
     "EmbedRequest": tei.parse_embed,
     "EmbedAllRequest": tei.parse_embed_all,
     "TokenizeRequest": tei.parse_tokenize,
     "DecodeRequest": tei.parse_decode,
-    "OpenAICompatRequest": payload.parse_openai_embeddings,
-    "RerankRequest": rerank_payload.parse_rerank,
-    "CohereRerankRequest": rerank_payload.parse_cohere_rerank_v2,
-    "PredictRequest": rerank_payload.parse_predict,
+    "OpenAICompatRequest": openai_api.parse_openai_embeddings,
+    "RerankRequest": tei.parse_rerank,
+    "CohereRerankRequest": cohere_api.parse_cohere_rerank_v2,
+    "PredictRequest": tei.parse_predict,
 }
 ROUTE_OF = {"PipelineRequest": ("/", FILL_MASK), "RootEmbedRequest": ("/", EMBEDDER), "EmbedRequest": "/embed",
             "EmbedAllRequest": "/embed_all", "TokenizeRequest": "/tokenize", "DecodeRequest": "/decode",
@@ -253,8 +272,8 @@ def test_each_parser_accepts_exactly_what_its_schema_accepts(name: str) -> None:
         valid = reference[media_type].is_valid(value)
         seen["valid" if valid else "invalid"] += 1
         try:
-            PARSERS[name](body, media_type, CONFIG)
-        except PayloadError as exc:
+            PARSERS[name](body, media_type, CONFIG, name)
+        except RequestError as exc:
             assert not valid, f"the parser refused a body its schema accepts ({exc.status} {exc.message}): {body!r}"
             assert 400 <= exc.status < 500
         else:

@@ -153,14 +153,14 @@ def test_info_reports_the_chosen_precision(server_factory, task_models) -> None:
     forced_server = server_factory(*model, "--dtype", "bfloat16", wait_ready=False)  # both load side by side
     server.wait_ready()
     info = server.get("/info").json()
-    assert info["dtype"] == "float32"
+    assert info["model_dtype"] == "float32"
     report = info["precision"]
     assert report["dtype"] == "float32" and report["requested"] == "auto"
     assert "float32 kept" in report["reason"]
     assert "precision float32 (asked: auto)" in server.log()
     forced_server.wait_ready()
     forced = forced_server.get("/info").json()
-    assert forced["dtype"] == "bfloat16"
+    assert forced["model_dtype"] == "bfloat16"
     assert forced["precision"]["min_cosine"] > 0.99
 
 
@@ -177,7 +177,7 @@ def test_onnx_engine_serves_the_same_answers_and_is_exported_once(server_factory
     args = ("--model", model, "--engine", "onnx", "--cache-dir", str(tmp_path / "cache"))
     server = server_factory(*args)
     info = server.get("/info").json()
-    assert info["engine"] == "onnx" and info["dtype"] == "float32"
+    assert info["engine"] == "onnx" and info["model_dtype"] == "float32"
     assert info["precision"]["min_cosine"] >= 0.999
     assert "exporting the model to ONNX" in server.log()
     reference = transformers.pipeline("fill-mask", model=model, device="cpu")

@@ -218,9 +218,18 @@ def test_sigterm_while_the_model_loads_stops_its_worker_without_waiting(server_f
     wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=5, interval=0.05, what="workers gone")
 
 
-def test_a_model_that_cannot_load_exits_with_an_error(server_factory, tmp_path: Path) -> None:
-    server = server_factory("--model", str(tmp_path / "does-not-exist"), "--task", "fill-mask", wait_ready=False)
-    assert server.process.wait(60) == 1
-    assert "cannot serve" in server.log()
-    assert "no such file or directory" in server.log()  # said before the worker imports torch
-    assert "imported torch" not in server.log()
+@pytest.mark.parametrize("argv", [
+    ["--model", "/nowhere/does-not-exist", "--task", "fill-mask"],
+    ["--model", "./bert-base-uncased"],
+    ["--max-queue", "0"],
+    ["--model", "a=./x", "--model", "a=./y"],
+])
+def test_a_start_up_failure_of_the_users_is_one_line_and_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Before any process starts: no traceback (only with --log-level debug), argparse's status."""
+    from inferserve.__main__ import main
+
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("inferserve: cannot serve: ")
+    assert main([*argv, "--log-level", "debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err

@@ -7,9 +7,9 @@ we serve; each answer's status must be one the document lists for that
 operation, and its body must match the document's schema for that status.
 Then schemathesis generates requests from the document itself.
 
-Not checked against the document: the error answers of ``/v1/embeddings``,
-which keep OpenAI's own error shape (what the openai client parses), where
-TEI's document has ``{message, code, error_type}``; its 200 answers are.
+``/v1/embeddings``' answers are checked too, errors included: they keep
+OpenAI's error object (what the openai client parses) and carry TEI's
+``{message, code, error_type}`` beside it, so both documents hold.
 """
 
 from __future__ import annotations
@@ -127,6 +127,14 @@ INVALID = [
     ("/decode", {"ids": [-1]}, 422),
     ("/decode", {"ids": [10**9]}, 422),
     ("/decode", {}, 422),
+    ("/embed", {"inputs": "x", "foo": 1}, 422),  # a field TEI does not document
+]
+OPENAI_INVALID = [
+    ({"input": []}, 400),
+    ({"input": 5}, 422),
+    ({"input": "x", "foo": 1}, 422),
+    ({"input": "x", "dimensions": 10_000}, 422),
+    ({"input": ["x"] * 300}, 413),
 ]
 
 
@@ -146,6 +154,13 @@ def test_invalid_requests_get_tei_errors(server: ServerProcess, path: str, body:
     assert error["error"] and error["error_type"] in ("Validation", "Empty", "Tokenizer")
 
 
+@pytest.mark.parametrize("body,status", OPENAI_INVALID)
+def test_openai_errors_hold_in_teis_document_and_openais(server: ServerProcess, body: Any, status: int) -> None:
+    error = check(server, "POST", "/v1/embeddings", body, expect=status)
+    assert error["code"] == status and error["message"] == error["error"]["message"]
+    assert error["error"]["type"] == "invalid_request_error"
+
+
 def test_malformed_json_is_400_in_tei_shape(server: ServerProcess) -> None:
     for path in ("/embed", "/embed_all", "/tokenize", "/decode"):
         response = server.request("POST", path, b'{"inputs": ', {"Content-Type": "application/json"})
@@ -158,7 +173,7 @@ def test_info_is_tei_info(server: ServerProcess) -> None:
     assert info["model_type"] == {"embedding": {"pooling": "mean"}}
     assert info["max_input_length"] == 256  # the model's max_seq_length
     assert info["model_dtype"] == "float32" and info["model_sha"] is None
-    assert info["served_model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert info["served_model_name"] == "sentence-transformers/all-MiniLM-L6-v2"  # its name; model_id: where from
     assert info["max_client_batch_size"] == 256 and info["auto_truncate"] is True
     assert info["max_batch_requests"] == 8 and info["max_batch_tokens"] == 8 * 256
     assert info["task"] == "feature-extraction"  # ours, beside TEI's

@@ -126,7 +126,7 @@ def quiet_check(args: argparse.Namespace):
 def server_info(server: Server) -> dict:
     with urllib.request.urlopen(server.url("/info"), timeout=10) as r:
         info = json.load(r)
-    return {"dtype": info.get("dtype"), "engine": info.get("engine"), "precision": info.get("precision")}
+    return {"dtype": info.get("model_dtype"), "engine": info.get("engine"), "precision": info.get("precision")}
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -131,8 +131,8 @@ def post(url: str, data: str):
 def server_info(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as r:
         info = json.load(r)
-    keys = ("task", "dtype", "engine", "device", "workers", "max_batch_size", "max_batch_delay_ms", "batch_wait")
-    return {k: info.get(k) for k in keys}
+    keys = ("task", "engine", "device", "workers", "max_batch_size", "max_batch_delay_ms", "batch_wait")
+    return {**{k: info.get(k) for k in keys}, "dtype": info.get("model_dtype")}  # TEI's name in /info
 
 
 def check_scores(url: str, raw: RawRanker, requests: int = 4, documents: int = 8) -> dict:

@@ -4,14 +4,17 @@ after the worker (each maps to one HTTP status in ``responses``)."""
 from __future__ import annotations
 
 
-class PayloadError(Exception):
-    """A client error in the request (body, headers): carries the HTTP status and kind."""
+class RequestError(Exception):
+    """An answer that is an error, raised anywhere in the front-end (a body's
+    parser, admission, a worker's outcome): its status, kind, message and
+    extra headers; each route's API family gives it its JSON shape."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
+        self.headers = headers or {}
 
 
 class WorkerUnavailable(Exception):

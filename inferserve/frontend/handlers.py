@@ -1,42 +1,32 @@
-"""Route handlers: admission, parsing, the worker round trip, the answer."""
+"""Route handlers: a model route's walk (admission with its parsing, the
+worker round trip, the answer) and the server's own routes."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 
 import orjson
 from aiohttp import web
 
 from ..common.config import ServerConfig
 from ..ipc import Call, Outcome, RequestKind
-from .errors import DeadlineExceeded, PayloadError, WorkerUnavailable
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from . import tei
-from .payload import Parser, parse_pipeline
-from .rerank_payload import check_served
-from .responses import (
-    ErrorFactory,
-    Failure,
-    error_response,
-    exception_failure,
-    failure_response,
-    outcome_failure,
-    unavailable,
-)
+from .backend import InferenceBackend
+from .body import read_call
+from .errors import DeadlineExceeded, RequestError, WorkerUnavailable
+from .fields import Parser
+from .inference_api import parse_pipeline
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .models import MODEL_LABEL, MODELS_KEY
+from .responses import ErrorFactory, error_response, exception_failure, failure_response, outcome_failure, unavailable
+from .route import Handler, Route
 from .sse import stream_events
-from .models import MODEL_LABEL, MODELS_KEY, ServedModel
 from .state import CONFIG_KEY, METRICS_KEY, STATE_KEY
 
-# Bodies above this are parsed on a thread so a large JSON document cannot
-# stall every other client on the event loop.
-_INLINE_PARSE_BYTES = 64 * 1024
 _MAX_REQUEST_ID_LENGTH = 128
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
@@ -74,12 +64,13 @@ async def info(request: web.Request) -> web.Response:
     assert backend is not None
     state = request.app[STATE_KEY]
     worker = backend.info
-    document = {
-        "model": worker.model if worker else config.model.model,
-        "served_model_name": config.served_model_name,
+    # TEI's Info fields with TEI's meaning (tei.info_fields: served_model_name
+    # the name, model_id where it was loaded from, model_dtype, ...), then
+    # ours that TEI has no field for: each fact once.
+    document = tei.info_fields(model.name, config, worker)
+    document.update({
         "task": worker.task if worker else config.model.task,
         "device": worker.device if worker else config.model.device,
-        "dtype": worker.dtype if worker else None,
         "engine": worker.engine if worker else config.model.engine,
         "precision": asdict(worker.precision) if worker and worker.precision else None,
         "cost_model": asdict(worker.cost_model) if worker and worker.cost_model else None,
@@ -88,35 +79,36 @@ async def info(request: web.Request) -> web.Response:
         "workers": config.workers,
         "max_batch_size": config.batch.max_batch_size,
         "max_batch_delay_ms": config.batch.max_batch_delay_ms,
-        "max_batch_tokens": config.batch.max_batch_tokens,
         "batch_wait": "adaptive" if config.batch.adaptive_wait else "fixed",
-        "max_queue": config.max_queue,
         "max_inputs": config.max_inputs,
         "max_body_bytes": config.max_body_bytes,
         "request_timeout_s": config.request_timeout_s,
         "versions": state.versions,
         "uptime_s": round(time.monotonic() - state.started_at, 3),
         "models": list(models.names),
-    }
-    # TEI's Info fields beside ours (its max_batch_tokens, an integer, replaces ours).
-    document.update(tei.info_fields(config, worker))
+    })
     return web.json_response(document, dumps=lambda v: orjson.dumps(v).decode())
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
-    # A sentence-transformers model answers POST / as /embed does (tei.parse_root_embed).
-    model = request.app[MODELS_KEY].routed(request)  # None: _serve answers 404
+    """``POST /``: the inference API's body, or on a sentence-transformers
+    model ``/embed``'s (tei.parse_root_embed; openapi.py documents the same choice)."""
+    model = request.app[MODELS_KEY].routed(request)  # None: admission answers 404
     worker = model.backend.info if model is not None and model.backend is not None else None
-    parse = tei.parse_root_embed if worker is not None and worker.sentence_transformers else parse_pipeline
-    return await _serve(request, parse, error_response)
+    if worker is not None and worker.sentence_transformers:
+        return await _serve(request, tei.parse_root_embed, "RootEmbedRequest", error_response)
+    return await _serve(request, parse_pipeline, "PipelineRequest", error_response)
 
 
-def serving(parse: Parser, error: ErrorFactory, named_by: Callable[[Call], str] | None = None) -> Handler:
-    """A model route's handler: ``_serve`` with the route's parser, its API
-    family's error shape and, where the body names a model, how to read it."""
+def serving(route: Route) -> Handler:
+    """A model route's handler: ``_serve`` with the route's parser and
+    schema, its API family's error shape and, where the body names a model,
+    how to read it."""
+    assert route.parse is not None and route.request is not None, route
+    parse, schema, error, named_by = route.parse, route.request, route.family.error, route.named_by
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await _serve(request, parse, error, named_by)
+        return await _serve(request, parse, schema, error, named_by)
 
     return handle
 
@@ -132,108 +124,40 @@ def rerank_model_name(call: Call) -> str:
 
 
 async def _serve(
-    request: web.Request, parse: Parser, error: ErrorFactory, named_by: Callable[[Call], str] | None = None,
+    request: web.Request, parse: Parser, schema: str, error: ErrorFactory,
+    named_by: Callable[[Call], str] | None = None,
 ) -> web.StreamResponse:
-    """Admission, parsing, the worker round trip, and the HTTP answer.
-    ``named_by`` reads the model a parsed body names (routes whose body has
-    a ``model`` field)."""
+    """Admission (which parses the body), the worker round trip, and the
+    HTTP answer. ``named_by`` reads the model a parsed body names (routes
+    whose body has a ``model`` field)."""
     headers = {"X-Request-Id": _request_id(request)}
     try:
-        model, call, timeout = await _admit(request, parse, named_by)
-        backend = model.backend
-        assert backend is not None
+        timeout = _timeout(request, request.app[CONFIG_KEY])
+        read = partial(read_call, request, parse=parse, schema=schema)
+        admitted = await request.app[MODELS_KEY].admit(request, request.app[STATE_KEY].draining, read, named_by)
+        backend, call = admitted.backend, admitted.call
         deadline = time.monotonic() + timeout
         if call.kind is RequestKind.STREAM:
             return await stream_events(request, backend.stream(call, deadline), headers, error)
         try:
-            return await _answer(request, model, call, deadline, headers)
+            return await _answer(request, admitted.name, backend, call, deadline, headers)
         except DeadlineExceeded as exc:
-            raise Failure(504, "deadline_exceeded", f"no answer within {timeout:g}s") from exc
-    except (Failure, PayloadError, WorkerUnavailable, DeadlineExceeded) as exc:
+            raise RequestError(504, "deadline_exceeded", f"no answer within {timeout:g}s") from exc
+    except (RequestError, WorkerUnavailable, DeadlineExceeded) as exc:
         return failure_response(exception_failure(exc), error, headers)
 
 
-async def _admit(
-    request: web.Request, parse: Parser, named_by: Callable[[Call], str] | None,
-) -> tuple[ServedModel, Call, float]:
-    """Refuse what cannot be served now; else parse the body. Returns the
-    model, the call and its timeout in seconds.
-
-    The model is the route's (its ``/models/{name}`` prefix, else the
-    first), known before the body is read, so admission is checked first;
-    with several models a body naming one is parsed first (when some model
-    could take it at all), then admitted by the model it names."""
-    config = request.app[CONFIG_KEY]
-    models = request.app[MODELS_KEY]
-    if request.app[STATE_KEY].draining:
-        raise unavailable("the server is shutting down")
-    model = models.routed(request)
-    if model is None:
-        raise models.unknown(request.match_info["name"])
-    by_body = named_by is not None and models.several and "name" not in request.match_info
-    if not by_body:
-        request[MODEL_LABEL] = model.name
-        _check_admission(model, config, models.several)
-    elif not models.can_admit_any(config.max_queue):
-        _check_admission(models.first, config, models.several)  # none can: the first's reason
-    timeout = _timeout(request, config)
-    call = await _read_call(request, model.config, parse)
-    if by_body:
-        assert named_by is not None
-        model = models.named(named_by(call))
-        request[MODEL_LABEL] = model.name
-    # The body's model, or again the route's: others may have been admitted while this body arrived.
-    _check_admission(model, config, models.several)
-    assert model.backend is not None
-    info = model.backend.info
-    embeds = call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL)
-    if embeds and info is not None and info.embedding_dimension is None:
-        raise Failure(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings")
-    check_served(call, info)  # rerank needs a cross-encoder, predict a classifier
-    return model, call, timeout
-
-
-def _check_admission(model: ServedModel, config: ServerConfig, several: bool) -> None:
-    """503 unless the model is ready and has room (--max-queue per model)."""
-    backend = model.backend
-    assert backend is not None
-    if not backend.ready:
-        raise unavailable(f"the model {model.name} is not ready" if several else "the model is not ready")
-    if backend.in_flight >= config.max_queue:
-        raise unavailable("the server is overloaded; retry later")
-
-
 async def _answer(
-    request: web.Request, model: ServedModel, call: Call, deadline: float, headers: dict[str, str],
+    request: web.Request, name: str, backend: InferenceBackend, call: Call, deadline: float, headers: dict[str, str],
 ) -> web.Response:
-    assert model.backend is not None
-    result = await model.backend.infer(call, deadline)
+    result = await backend.infer(call, deadline)
     headers["X-Batch-Size"] = str(result.batch_size)
     if result.outcome is not Outcome.OK:
         raise outcome_failure(result.outcome, result.message)
-    request.app[METRICS_KEY].observe_queue_wait(model.name, result.queue_ms / 1000.0)
+    request.app[METRICS_KEY].observe_queue_wait(name, result.queue_ms / 1000.0)
     headers["X-Queue-Time-Ms"] = f"{result.queue_ms:.3f}"
     headers["X-Compute-Time-Ms"] = f"{result.compute_ms:.3f}"
     return web.Response(body=result.body, content_type="application/json", headers=headers)
-
-
-async def _read_call(request: web.Request, config: ServerConfig, parse: Parser) -> Call:
-    if request.content_length is not None and request.content_length > config.max_body_bytes:
-        raise _too_large(config)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:  # chunked body over the limit
-        raise _too_large(config) from exc
-    if len(body) > config.max_body_bytes:  # aiohttp lets a chunked body of limit + 1 through
-        raise _too_large(config)
-    if len(body) <= _INLINE_PARSE_BYTES:
-        return parse(body, request.content_type, config)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, parse, body, request.content_type, config)
-
-
-def _too_large(config: ServerConfig) -> PayloadError:
-    return PayloadError(413, "payload_too_large", f"the body exceeds {config.max_body_bytes} bytes")
 
 
 def _timeout(request: web.Request, config: ServerConfig) -> float:
@@ -246,7 +170,7 @@ def _timeout(request: web.Request, config: ServerConfig) -> float:
     except ValueError:
         asked = -1.0
     if not asked > 0:
-        raise PayloadError(400, "invalid_timeout", "X-Request-Timeout must be a positive number of seconds")
+        raise RequestError(400, "invalid_timeout", "X-Request-Timeout must be a positive number of seconds")
     return min(asked, config.request_timeout_s)
 
 

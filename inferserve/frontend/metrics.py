@@ -6,11 +6,12 @@ requests and their latency, queue wait, batches, queue depth, workers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from ..ipc import BatchReport
 
@@ -154,4 +155,20 @@ class ServerMetrics:
         self._models[model].retries.inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format, without the ``_created`` twin prometheus-client
+        adds to every counter and histogram (a start time per series: twice
+        the lines, read by no dashboard). Dropped here rather than by its
+        process-wide switch, so each app's registry stays its own."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """A registry's metrics as it collects them, less their ``_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric

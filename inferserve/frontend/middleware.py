@@ -11,14 +11,18 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .models import MODEL_LABEL
-from .responses import error_factory_for
+from .responses import ErrorFactory
+from .route import ROUTES_KEY, family_of
 from .state import CONFIG_KEY, METRICS_KEY
 
 log = logging.getLogger("inferserve")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Routes that stay open without the API key: liveness/readiness probes.
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/openapi.json", "/docs"})
+
+
+def error_factory_for(request: web.Request) -> ErrorFactory:
+    """The error shape of the request's route's API family (the route table's)."""
+    return family_of(request.app[ROUTES_KEY], request.path).error
 
 
 @web.middleware
@@ -55,24 +59,29 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         kind = exc.reason.lower().replace(" ", "_")
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_factory_for(request.path)(exc.status, kind, exc.reason, headers)
+        return error_factory_for(request)(exc.status, kind, exc.reason, headers)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - our bug: log it, answer 500
         log.exception("unhandled error on %s %s", request.method, request.path)
         message = f"{type(exc).__name__}: {exc}" if request.app[CONFIG_KEY].debug else "internal error"
-        return error_factory_for(request.path)(500, "internal_error", message, None)
+        return error_factory_for(request)(500, "internal_error", message, None)
 
 
-def api_key_guard(api_key: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def api_key_guard(
+    api_key: str, public_paths: frozenset[str],
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """401 without ``Authorization: Bearer KEY``, except on ``public_paths``
+    (the probes and the document: the table's public routes, by pattern)."""
     expected = f"Bearer {api_key}".encode()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in PUBLIC_PATHS:
+        resource = request.match_info.route.resource
+        if resource is None or resource.canonical not in public_paths:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):  # constant-time
-                return error_factory_for(request.path)(
+                return error_factory_for(request)(
                     401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"}
                 )
         return await handler(request)

@@ -7,21 +7,28 @@ model by the ``/models/{name}/...`` prefix, or, on the routes whose body
 names a model (OpenAI's ``/v1/embeddings``, Cohere's and Jina's
 ``/v1/rerank``, ``/v2/rerank``), by the body's ``model`` field; bare routes
 and bodies naming none go to the first model. docs/design.md#several-models.
+
+``ModelSet.admit`` is where a model request is admitted or refused, in one
+pass: draining, the model's name, readiness and room (--max-queue per
+model), the body (read and parsed there, between the checks), and whether
+the model serves what the body asks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 import orjson
 from aiohttp import web
 
 from ..common.config import ServerConfig
+from ..ipc import Call, RequestKind, WorkerReady
 from .backend import InferenceBackend
-from .responses import Failure, openai_error
+from .errors import RequestError
+from .responses import openai_error, unavailable
 
 # The model a request was answered by, for the metrics' ``model`` label.
 MODEL_LABEL = web.RequestKey("inferserve_model", str)
@@ -32,6 +39,22 @@ class ServedModel:
     name: str
     config: ServerConfig  # the server's config as this model sees it
     backend: InferenceBackend | None = None  # attached by create_app or the worker lifecycle
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request a model took: the model's name, its backend, the parsed body."""
+
+    name: str
+    backend: InferenceBackend
+    call: Call
+
+
+# Which model tasks serve each of these kinds (the worker's build_tasks).
+_SERVING_TASKS = {
+    RequestKind.RERANK: ("text-ranking",),
+    RequestKind.PREDICT: ("text-classification", "text-ranking"),
+}
 
 
 class ModelSet:
@@ -79,14 +102,72 @@ class ModelSet:
             raise self.unknown(name)
         return model
 
-    def unknown(self, name: str) -> Failure:
+    def unknown(self, name: str) -> RequestError:
         served = ", ".join(repr(n) for n in self.names)
-        return Failure(404, "model_not_found", f"the model {name!r} does not exist; this server serves {served}")
+        return RequestError(404, "model_not_found", f"the model {name!r} does not exist; this server serves {served}")
 
-    def can_admit_any(self, max_queue: int) -> bool:
-        """Whether some model could take a request now (before a body naming one is parsed)."""
-        return any(m.backend is not None and m.backend.ready and m.backend.in_flight < max_queue
-                   for m in self.models)
+    async def admit(
+        self, request: web.Request, draining: bool, read: Callable[[ServerConfig], Awaitable[Call]],
+        named_by: Callable[[Call], str] | None = None,
+    ) -> Admitted:
+        """Admit a model request or raise its refusal; ``read`` reads and
+        parses the body (with the model's config).
+
+        The model is the route's (its ``/models/{name}`` prefix, else the
+        first), known before the body is read, so it is checked first; with
+        several models a body naming one (``named_by``) is parsed first,
+        when some model could take it at all, then checked by the model it
+        names. After the body, the model is checked again (others may have
+        been admitted while it arrived), and whether it serves the call."""
+        if draining:
+            raise unavailable("the server is shutting down")
+        model = self.routed(request)
+        if model is None:
+            raise self.unknown(request.match_info["name"])
+        by_body = named_by is not None and self.several and "name" not in request.match_info
+        if not by_body:
+            request[MODEL_LABEL] = model.name
+            self._check_room(model)
+        elif not any(self._has_room(m) for m in self.models):
+            self._check_room(self.first)  # none can: the first's reason
+        call = await read(model.config)
+        if named_by is not None and by_body:
+            model = self.named(named_by(call))
+            request[MODEL_LABEL] = model.name
+        self._check_room(model)
+        assert model.backend is not None
+        _check_serves(call, model.backend.info)
+        return Admitted(model.name, model.backend, call)
+
+    def _has_room(self, model: ServedModel) -> bool:
+        backend = model.backend
+        return backend is not None and backend.ready and backend.in_flight < model.config.max_queue
+
+    def _check_room(self, model: ServedModel) -> None:
+        """503 unless the model is ready and has room (--max-queue per model)."""
+        backend = model.backend
+        assert backend is not None
+        if not backend.ready:
+            raise unavailable(f"the model {model.name} is not ready" if self.several else "the model is not ready")
+        if backend.in_flight >= model.config.max_queue:
+            raise unavailable("the server is overloaded; retry later")
+
+
+def _check_serves(call: Call, info: WorkerReady | None) -> None:
+    """400 ``not_supported`` (TEI's routes: 424) when the loaded model cannot
+    answer this kind of call (before it is known: the worker says so)."""
+    if info is None:
+        return
+    if call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL) and info.embedding_dimension is None:
+        raise RequestError(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings")
+    tasks = _SERVING_TASKS.get(call.kind)
+    if tasks is None or info.task in tasks:
+        return
+    if call.kind is RequestKind.RERANK:
+        need = "a cross-encoder (a sequence-classification model with one label, or --task text-ranking)"
+        raise RequestError(400, "not_supported", f"this model ({info.task}) does not rerank; that needs {need}")
+    raise RequestError(400, "not_supported",
+                       f"this model ({info.task}) is not a sequence classifier; /predict needs text-classification")
 
 
 MODELS_KEY = web.AppKey("models", ModelSet)

@@ -1,95 +1,46 @@
 """``GET /openapi.json`` (OpenAPI 3.1) and ``GET /docs``, generated from the
-app's routes and ``schemas.py``: the request schemas in the document are
-the ones the parsers validate with, so the two cannot drift.
+route table (``routes.ROUTES``, which the app keeps) and ``schemas.py``:
+the request schemas in the document are the ones the parsers validate
+with, so the two cannot drift.
 
-Each route of ``app.router`` is looked up in ``OPERATIONS`` by its path (a
+Each route of ``app.router`` is looked up in the table by its path (a
 ``/models/{name}`` prefix taken off: the same operation for a named model);
-a route missing there still appears, marked undocumented, and
-``undocumented(app)`` names it (tests/test_openapi.py fails on any).
+a route registered outside the table still appears, marked undocumented,
+and ``undocumented(app)`` names it (tests/test_openapi.py fails on any).
 The document describes the server as it runs: ``POST /``'s body on a
 sentence-transformers model is ``/embed``'s (handlers.infer chooses the
 same way), 401 is listed only with ``--api-key``, 404 where a model name
-is read. docs/design.md#openapi.
+is read. ``/docs`` is Swagger UI from the swagger-ui-bundle package, its
+files served by this server (no other host in the page).
+docs/design.md#openapi.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
+import swagger_ui_bundle
 from aiohttp import web
 
 from .. import __version__
-from .middleware import PUBLIC_PATHS
 from .models import MODELS_KEY
-from .schemas import SCHEMAS, ref, warm
+from .route import OURS, ROUTES_KEY, TEI, Family, bare_path, by_path
+from .schemas import SCHEMAS, ref
 from .state import CONFIG_KEY
 
-OURS, TEI, OPENAI, COHERE = "Error", "ErrorResponse", "OpenAIError", "CohereError"  # each family's error schema
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One route: what it takes, what it answers, and its API family's errors."""
-
-    summary: str
-    tag: str
-    ok: str  # the 200 body's schema
-    request: str | None = None  # the JSON body's schema (POST)
-    errors: str = OURS
-    ok_type: str = "application/json"
-    statuses: tuple[int, ...] = ()  # its error statuses; POST model routes get _MODEL_STATUSES
-
-
 _MODEL_STATUSES = (400, 413, 415, 422, 500, 503, 504)
-_INFERENCE = "inference"
-
-OPERATIONS: dict[str, Operation] = {
-    "/": Operation("The task's pipeline on a raw text body or the inference API's JSON (a sentence-transformers "
-                   "model: /embed's answer)", _INFERENCE, "PipelineOutput", "PipelineRequest"),
-    "/embed": Operation("Sentence embeddings (TEI)", "text-embeddings-inference", "EmbedResponse", "EmbedRequest", TEI),
-    "/embed_all": Operation("Every token's vector (TEI)", "text-embeddings-inference", "EmbedAllResponse",
-                            "EmbedAllRequest", TEI),
-    "/tokenize": Operation("Tokens, offsets in UTF-8 bytes (TEI)", "text-embeddings-inference", "TokenizeResponse",
-                           "TokenizeRequest", TEI),
-    "/decode": Operation("Token ids to text (TEI)", "text-embeddings-inference", "DecodeResponse", "DecodeRequest",
-                         TEI),
-    "/rerank": Operation("Rank texts against a query with a cross-encoder (TEI)", "text-embeddings-inference",
-                         "RerankResponse", "RerankRequest", TEI),
-    "/predict": Operation("Classify a text or a text pair (TEI)", "text-embeddings-inference", "PredictResponse",
-                          "PredictRequest", TEI),
-    "/v1/embeddings": Operation("Embeddings (OpenAI)", "openai", "OpenAICompatResponse", "OpenAICompatRequest",
-                                OPENAI),
-    "/v1/rerank": Operation("Rerank (Cohere v1, Jina)", "rerank", "CohereRerankResponse", "CohereRerankRequest",
-                            COHERE),
-    "/v2/rerank": Operation("Rerank (Cohere v2)", "rerank", "CohereRerankResponse", "CohereRerankRequest", COHERE),
-    "/health": Operation("Liveness: 200 while the process lives", "server", "Health"),
-    "/ready": Operation("Readiness: 200 once the model (every model) is loaded and warmed up", "server", "Ready",
-                        statuses=(503,)),
-    "/info": Operation("The model, its task, device and limits, versions; TEI's Info fields", "server", "Info"),
-    "/metrics": Operation("Prometheus metrics", "server", "Text", ok_type="text/plain"),
-    "/v1/models": Operation("The models served (OpenAI)", "openai", "ModelList", errors=OPENAI),
-    "/v1/models/{model}": Operation("One model (OpenAI)", "openai", "Model", errors=OPENAI, statuses=(404,)),
-    "/openapi.json": Operation("This document", "server", "OpenAPIDocument"),
-    "/docs": Operation("This document as a web page", "server", "Text", ok_type="text/html"),
-}
-
-_PREFIX = re.compile(r"^/models/\{name\}(?=/|$)")
+# Swagger UI's files /docs loads, served from the package's directory.
+_SWAGGER_FILES = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript"}
 _STATUS_TEXT = {400: "Malformed body, or a model that does not serve the route", 401: "No or wrong API key",
                 404: "No such model", 413: "Body or input count over the limits", 415: "Not JSON",
                 422: "A body not in the route's shape, or an input or option the model refuses",
                 424: "The model does not serve the route, or inference failed (TEI)",
                 500: "Our bug", 503: "Loading, overloaded or draining: retry after Retry-After",
                 504: "No answer before the deadline"}
-
-
-def _suffix(path: str) -> tuple[str, bool]:
-    """(the path without a /models/{name} prefix, whether it had one)."""
-    bare = _PREFIX.sub("", path)
-    return (bare or "/"), bare != path
 
 
 def _routes(app: web.Application) -> list[tuple[str, str]]:
@@ -103,8 +54,9 @@ def _routes(app: web.Application) -> list[tuple[str, str]]:
 
 
 def undocumented(app: web.Application) -> list[str]:
-    """The routes with no entry in OPERATIONS (a test keeps this empty)."""
-    return [f"{method} {path}" for method, path in _routes(app) if _suffix(path)[0] not in OPERATIONS]
+    """The routes registered outside the route table (a test keeps this empty)."""
+    table = by_path(app[ROUTES_KEY])
+    return [f"{method} {path}" for method, path in _routes(app) if bare_path(path)[0] not in table]
 
 
 def _sentence_transformers(app: web.Application) -> list[bool]:
@@ -134,8 +86,8 @@ def _root_body(embeds: list[bool], prefixed: bool) -> tuple[dict[str, Any], dict
 
 
 def _operation(path: str, method: str, context: dict[str, Any]) -> dict[str, Any]:
-    bare, prefixed = _suffix(path)
-    spec = OPERATIONS.get(bare)
+    bare, prefixed = bare_path(path)
+    spec = context["table"].get(bare)
     if spec is None:
         return {"summary": "undocumented", "responses": {"default": {"description": "undocumented"}}}
     operation: dict[str, Any] = {"summary": spec.summary, "tags": [spec.tag],
@@ -144,9 +96,9 @@ def _operation(path: str, method: str, context: dict[str, Any]) -> dict[str, Any
     statuses = set(spec.statuses)
     if method == "POST":
         statuses |= set(_MODEL_STATUSES)
-        if spec.errors == TEI:
+        if spec.family is TEI:
             statuses.add(424)
-        if spec.errors in (OPENAI, COHERE) and context["several"]:
+        if spec.named_by is not None and context["several"]:
             statuses.add(404)  # the body's "model" names no model served
         operation["parameters"] = [{"name": "X-Request-Id", "in": "header", "required": False,
                                     "schema": {"type": "string"}, "description": "Echoed (printable ASCII, "
@@ -165,26 +117,26 @@ def _operation(path: str, method: str, context: dict[str, Any]) -> dict[str, Any
         operation.setdefault("parameters", []).insert(0, {
             "name": name, "in": "path", "required": True, "description": "A model's name",
             "schema": {"type": "string", "enum": context["names"]}})
-    secured = context["api_key"] and path not in PUBLIC_PATHS
+    secured = context["api_key"] and not (spec.public and not prefixed)
     if secured:
         statuses.add(401)
         operation["security"] = [{"bearer": []}]
     responses: dict[str, Any] = {"200": {"description": "OK", "content": ok_content}}
     for status in sorted(statuses):
         responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"),
-                                  "content": _json(_error_schema(spec.errors, status))}
+                                  "content": _json(_error_schema(spec.family, status))}
     operation["responses"] = responses
     return operation
 
 
-def _error_schema(family: str, status: int) -> dict[str, Any]:
-    """The family's error; ours too where aiohttp or a middleware may answer
-    (401 from the key guard, 404 from the router, 500 for our bugs)."""
-    if family == OURS or status == 401:
-        return ref(OURS)
+def _error_schema(family: Family, status: int) -> dict[str, Any]:
+    """The family's error; ours too where the router may answer with ours
+    (a 404 or 500 on a path no route's family claims)."""
+    if family is OURS:
+        return ref(OURS.schema)
     if status in (404, 500):
-        return {"anyOf": [ref(family), ref(OURS)]}
-    return ref(family)
+        return {"anyOf": [ref(family.schema), ref(OURS.schema)]}
+    return ref(family.schema)
 
 
 def build_document(app: web.Application) -> dict[str, Any]:
@@ -192,7 +144,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     config = app[CONFIG_KEY]
     models = app[MODELS_KEY]
     context = {"embeds": _sentence_transformers(app), "names": list(models.names), "several": models.several,
-               "api_key": bool(config.api_key)}
+               "api_key": bool(config.api_key), "table": by_path(app[ROUTES_KEY])}
     paths: dict[str, dict[str, Any]] = {}
     for method, path in _routes(app):
         paths.setdefault(path, {})[method.lower()] = _operation(path, method, context)
@@ -215,12 +167,10 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(build_document(request.app)), content_type="application/json")
 
 
-_SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
-
-
 async def docs(request: web.Request) -> web.Response:
-    """Swagger UI from a CDN, over a list of the operations rendered here
-    (so the page says something useful offline too)."""
+    """Swagger UI (its files served from here: ``docs_asset``) over a table
+    of the operations rendered here, so the page says something without
+    scripts too."""
     document = build_document(request.app)
     rows = []
     for path, operations in document["paths"].items():
@@ -233,24 +183,33 @@ async def docs(request: web.Request) -> web.Response:
                         f"<td>{statuses}</td></tr>")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inferserve {__version__}: API</title>
-<link rel="stylesheet" href="{_SWAGGER_UI}/swagger-ui.css">
+<link rel="stylesheet" href="docs/swagger-ui.css">
 <style>body{{font-family:sans-serif;margin:1em}} td,th{{padding:2px 8px;text-align:left;vertical-align:top}}</style>
 </head><body>
 <div id="swagger-ui"></div>
 <h1>inferserve {__version__}</h1>
 <p>{html.escape(document["info"]["description"])} The OpenAPI document: <a href="openapi.json">/openapi.json</a>;
-the interactive view above loads Swagger UI from a CDN.</p>
+the interactive view above is Swagger UI {_swagger_version()}, served by this server.</p>
 <table><tr><th>method</th><th>path</th><th>what</th><th>JSON body</th><th>statuses</th></tr>
 {chr(10).join(rows)}
 </table>
-<script src="{_SWAGGER_UI}/swagger-ui-bundle.js" crossorigin></script>
+<script src="docs/swagger-ui-bundle.js"></script>
 <script>if (window.SwaggerUIBundle) SwaggerUIBundle({{url: "openapi.json", dom_id: "#swagger-ui"}});</script>
 </body></html>
 """
     return web.Response(text=page, content_type="text/html")
 
 
-def add_routes(app: web.Application) -> None:
-    warm()  # the parsers' schemas compiled now (once a process), not on their first requests
-    app.router.add_get("/openapi.json", openapi_json)
-    app.router.add_get("/docs", docs)
+def _swagger_version() -> str:
+    """The bundled Swagger UI's version, from its directory's name (swagger-ui-4.15.5)."""
+    return Path(swagger_ui_bundle.swagger_ui_path).name.rpartition("-")[2]
+
+
+async def docs_asset(request: web.Request) -> web.StreamResponse:
+    """``GET /docs/swagger-ui-bundle.js`` and ``/docs/swagger-ui.css``: the
+    files /docs loads, from the swagger-ui-bundle package (pinned by its
+    version: nothing from another host)."""
+    name = request.path.rpartition("/")[2]
+    content_type = _SWAGGER_FILES[name]
+    path = Path(swagger_ui_bundle.swagger_ui_path) / name
+    return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": "public, max-age=86400"})

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from ..ipc import Outcome
-from .errors import DeadlineExceeded, PayloadError, WorkerUnavailable
+from .errors import DeadlineExceeded, RequestError, WorkerUnavailable
 
 RETRY_AFTER_S = "1"
 
@@ -21,38 +21,25 @@ _OUTCOME_STATUS = {
 }
 
 
-class Failure(Exception):
-    """An answer that is an error: its status, kind, message and extra headers."""
-
-    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-        self.headers = headers or {}
-
-
-def outcome_failure(outcome: Outcome, message: str) -> Failure:
+def outcome_failure(outcome: Outcome, message: str) -> RequestError:
     """A worker's non-OK outcome as the HTTP error it becomes."""
     status, kind = _OUTCOME_STATUS[outcome]
-    return Failure(status, kind, message)
+    return RequestError(status, kind, message)
 
 
-def exception_failure(exc: Exception) -> Failure:
+def exception_failure(exc: Exception) -> RequestError:
     """A front-end exception (parsing, worker gone, deadline) as an HTTP error."""
-    if isinstance(exc, Failure):
+    if isinstance(exc, RequestError):
         return exc
-    if isinstance(exc, PayloadError):
-        return Failure(exc.status, exc.kind, exc.message)
     if isinstance(exc, WorkerUnavailable):
-        return Failure(503, "unavailable", str(exc) or "no worker is available", {"Retry-After": RETRY_AFTER_S})
+        return RequestError(503, "unavailable", str(exc) or "no worker is available", {"Retry-After": RETRY_AFTER_S})
     if isinstance(exc, DeadlineExceeded):
-        return Failure(504, "deadline_exceeded", str(exc) or "no answer in time")
+        return RequestError(504, "deadline_exceeded", str(exc) or "no answer in time")
     raise TypeError(f"not a request failure: {exc!r}") from exc
 
 
-def unavailable(message: str) -> Failure:
-    return Failure(503, "unavailable", message, {"Retry-After": RETRY_AFTER_S})
+def unavailable(message: str) -> RequestError:
+    return RequestError(503, "unavailable", message, {"Retry-After": RETRY_AFTER_S})
 
 
 # (status, kind, message, headers) -> response; each API family has its shape.
@@ -65,9 +52,13 @@ def error_response(status: int, kind: str, message: str, headers: dict[str, str]
 
 
 def openai_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """OpenAI's error shape, for the /v1 routes."""
+    """OpenAI's error shape, for the /v1 routes, with TEI's top-level
+    ``message``, ``code`` (the status) and ``error_type`` beside it: TEI
+    serves /v1/embeddings with that object (its OpenAICompatErrorResponse),
+    so clients of either document find their fields."""
     error_type = "invalid_request_error" if status < 500 else "server_error"
-    document = {"error": {"message": message, "type": error_type, "param": None, "code": kind}}
+    document = {"error": {"message": message, "type": error_type, "param": None, "code": kind},
+                "message": message, "code": status, "error_type": tei_error_type(status, kind, message)}
     return _json_error(status, document, headers)
 
 
@@ -79,7 +70,14 @@ def tei_error(status: int, kind: str, message: str, headers: dict[str, str] | No
     route (TEI: "not an embedding model") and a failed inference are 424
     Backend. 503 stays ours (not ready, draining, overloaded), as does 504."""
     if kind in ("not_supported", "internal_error"):
-        status, error_type = 424, "Backend"
+        status = 424
+    return _json_error(status, {"error": message, "error_type": tei_error_type(status, kind, message)}, headers)
+
+
+def tei_error_type(status: int, kind: str, message: str) -> str:
+    """TEI's ErrorType of an error (its OpenAPI document's enum)."""
+    if kind in ("not_supported", "internal_error"):
+        error_type = "Backend"
     elif status == 503:
         error_type = "Overloaded" if "overloaded" in message else "Unhealthy"
     elif status == 429:
@@ -92,7 +90,7 @@ def tei_error(status: int, kind: str, message: str, headers: dict[str, str] | No
         error_type = "Tokenizer"
     else:
         error_type = "Validation"
-    return _json_error(status, {"error": message, "error_type": error_type}, headers)
+    return error_type
 
 
 def cohere_error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -106,32 +104,5 @@ def _json_error(status: int, document: dict[str, object], headers: dict[str, str
     return web.Response(status=status, body=orjson.dumps(document), content_type="application/json", headers=headers)
 
 
-def failure_response(failure: Failure, error: ErrorFactory, headers: dict[str, str]) -> web.Response:
+def failure_response(failure: RequestError, error: ErrorFactory, headers: dict[str, str]) -> web.Response:
     return error(failure.status, failure.kind, failure.message, {**headers, **failure.headers})
-
-
-# The error shape of each API family, by the last part of a route's path (a
-# /models/{name} prefix keeps its route's family): for the errors raised
-# before a handler runs (401, 404, 405) or by our own bugs (500).
-_FAMILIES: tuple[tuple[str, ErrorFactory], ...] = (
-    ("/v1/embeddings", openai_error),
-    ("/v1/models", openai_error),
-    ("/v1/rerank", cohere_error),
-    ("/v2/rerank", cohere_error),
-    ("/embed", tei_error),
-    ("/embed_all", tei_error),
-    ("/tokenize", tei_error),
-    ("/decode", tei_error),
-    ("/rerank", tei_error),
-    ("/predict", tei_error),
-)
-
-
-def error_factory_for(path: str) -> ErrorFactory:
-    """The error shape the API family of ``path`` uses; ours otherwise."""
-    for suffix, factory in _FAMILIES:
-        if path.endswith(suffix):
-            return factory
-    if path.startswith("/v1/models/"):
-        return openai_error
-    return error_response

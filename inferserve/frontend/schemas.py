@@ -28,7 +28,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from .errors import PayloadError
+from .errors import RequestError
 
 REF = "#/components/schemas/"
 MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
@@ -76,6 +76,9 @@ _RANK_OPTIONS = {
     "truncation_direction": _TRUNCATION["truncation_direction"],
 }
 
+# The HF Inference API's "options" (use_cache, wait_for_model): its clients send them; nothing here to change.
+_API_OPTIONS = {"type": ["object", "null"], "description": "The inference API's options (use_cache, wait_for_model): "
+                                                          "taken, no effect here."}
 _PIPELINE_INPUT = {"anyOf": [
     _NON_BLANK,
     {"type": "object", "minProperties": 1, "additionalProperties": _NON_BLANK,
@@ -97,6 +100,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
             "parameters": {"type": ["object", "null"], "description": "The task's parameters (422 names one "
                                                                       "it does not take)."},
             "stream": {"type": "boolean", "description": "Server-Sent Events, one per token (text generation)."},
+            "options": _API_OPTIONS,
         },
         # Streaming takes one string.
         "if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
@@ -107,7 +111,9 @@ REQUESTS: dict[str, dict[str, Any]] = {
         "description": "POST / on a sentence-transformers model: /embed's body, whose options may also come "
                        'in "parameters" (the body\'s own win).',
         "type": "object", "required": ["inputs"],
-        "properties": {"inputs": ref("Input"), "parameters": _or_null(ref("EmbedParameters")), **_EMBED_OPTIONS},
+        "properties": {"inputs": ref("Input"), "parameters": _or_null(ref("EmbedParameters")), **_EMBED_OPTIONS,
+                       "stream": {"const": False, "description": "An embedding model does not stream (true: 422)."},
+                       "options": _API_OPTIONS},
         "examples": [{"inputs": ["hello world"], "parameters": {"normalize": False}}],
     },
     "EmbedParameters": {"type": "object", "properties": _EMBED_OPTIONS},
@@ -161,6 +167,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
             "model": {**_STRING, "description": "Echoed in the answer (default --served-model-name)."},
             "encoding_format": {"enum": ["float", "base64", None]},
             "dimensions": _POSITIVE,
+            "user": {**_STRING, "description": "OpenAI's end-user id: taken, not used."},
         },
         "examples": [{"input": ["hello world"], "model": "sentence-transformers/all-MiniLM-L6-v2"}],
     },
@@ -179,6 +186,12 @@ REQUESTS: dict[str, dict[str, Any]] = {
                       "documents": ["paris is in france", "bananas"], "top_n": 1}],
     },
 }
+
+# Strict bodies: a field a request schema does not list is refused (the
+# parsers first name it: fields.only_known), not silently ignored.
+for _schema in REQUESTS.values():
+    if _schema.get("type") == "object" and "properties" in _schema:
+        _schema.setdefault("additionalProperties", False)
 
 _FLOATS = {"type": "array", "items": _NUMBER}
 _PREDICTION = {"type": "object", "required": ["score", "label"],
@@ -232,22 +245,25 @@ RESPONSES: dict[str, dict[str, Any]] = {
     "Ready": _STATUS,
     "Info": {
         "type": "object",
-        "description": "Ours (model, task, device, limits, versions, ...) and TEI's Info fields.",
-        "required": ["model", "served_model_name", "task", "ready", "max_batch_size", "max_inputs", "versions",
+        "description": "TEI's Info fields, with TEI's meaning (served_model_name: the model's name; model_id: where it "
+                       "was loaded from, a directory or a hub id; model_dtype: the precision served; "
+                       "max_concurrent_requests: --max-queue; max_batch_tokens: the most padded tokens a batch "
+                       "holds), and ours that TEI has no field for.",
+        "required": ["task", "ready", "max_batch_size", "max_inputs", "versions", "served_model_name",
                      "model_id", "model_dtype", "max_concurrent_requests", "max_input_length",
                      "max_batch_tokens", "max_client_batch_size", "auto_truncate", "tokenization_workers",
                      "version"],
         "properties": {
-            "model": {"type": "string"}, "served_model_name": {"type": "string"}, "task": _STRING,
-            "device": _STRING, "dtype": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
+            "task": _STRING, "device": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
             "cost_model": {"type": ["object", "null"]},
             "embedding_dimension": {"type": ["integer", "null"]}, "ready": {"type": "boolean"},
             "workers": _INTEGER, "max_batch_size": _INTEGER, "max_batch_delay_ms": _NUMBER,
-            "batch_wait": {"enum": ["adaptive", "fixed"]}, "max_queue": _INTEGER, "max_inputs": _INTEGER,
+            "batch_wait": {"enum": ["adaptive", "fixed"]}, "max_inputs": _INTEGER,
             "max_body_bytes": _INTEGER, "request_timeout_s": _NUMBER, "uptime_s": _NUMBER,
             "versions": {"type": "object", "additionalProperties": _STRING},
+            "models": {"type": "array", "items": {"type": "string"}},
             # TEI's
-            "model_id": {"type": "string"}, "model_sha": _STRING, "model_dtype": {"type": "string"},
+            "model_id": {"type": "string"}, "served_model_name": {"type": "string"}, "model_sha": _STRING, "model_dtype": {"type": "string"},
             "model_type": _or_null(ref("ModelType")), "max_concurrent_requests": _INTEGER,
             "max_input_length": _INTEGER, "max_batch_tokens": _INTEGER,
             "max_batch_requests": {"type": ["integer", "null"], "minimum": 0},
@@ -255,6 +271,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "tokenization_workers": _INTEGER, "version": {"type": "string"}, "sha": _STRING,
             "docker_label": _STRING,
         },
+        "additionalProperties": False,
     },
     "ModelType": {"oneOf": [
         {"type": "object", "required": ["embedding"], "properties": {"embedding": {
@@ -281,12 +298,15 @@ RESPONSES: dict[str, dict[str, Any]] = {
         "properties": {"error": {"type": "string"}, "type": {"type": "string"}},
     },
     "OpenAIError": {
-        "type": "object", "required": ["error"], "additionalProperties": False,
+        "description": "OpenAI's error object, with TEI's OpenAICompatErrorResponse fields beside it.",
+        "type": "object", "required": ["error", "message", "code", "error_type"], "additionalProperties": False,
         "properties": {"error": {
             "type": "object", "required": ["message", "type", "param", "code"], "additionalProperties": False,
             "properties": {"message": {"type": "string"},
                            "type": {"enum": ["invalid_request_error", "server_error"]},
-                           "param": _STRING, "code": _STRING}}},
+                           "param": _STRING, "code": _STRING}},
+            "message": {"type": "string"}, "code": {"type": "integer", "minimum": 0, "description": "The status"},
+            "error_type": ref("ErrorType")},
     },
     "ErrorResponse": {
         "description": "text-embeddings-inference's.",
@@ -310,7 +330,7 @@ def validator(name: str) -> jsonschema_rs.Validator:
 
 
 def validate(document: Any, name: str, status: int, kind: str = "invalid_request") -> None:
-    """PayloadError(status, kind) unless ``document`` matches schema ``name``.
+    """RequestError(status, kind) unless ``document`` matches schema ``name``.
     Parsers call it after their own checks, which name the usual errors."""
     try:
         validator(name).validate(document)
@@ -318,7 +338,7 @@ def validate(document: Any, name: str, status: int, kind: str = "invalid_request
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.instance_path)
         where = f"`{path.lstrip('.')}`" if path else "the body"
         # Not exc.message: it quotes the value, which can be the whole body.
-        raise PayloadError(status, kind, f"{where} does not match the {name} schema (see /openapi.json)") from None
+        raise RequestError(status, kind, f"{where} does not match the {name} schema (see /openapi.json)") from None
 
 
 def warm() -> None:

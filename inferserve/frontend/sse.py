@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..ipc import InferResult, Outcome, StreamChunk
 from .errors import DeadlineExceeded, WorkerUnavailable
-from .responses import ErrorFactory, Failure, exception_failure, failure_response, outcome_failure
+from .responses import ErrorFactory, RequestError, exception_failure, failure_response, outcome_failure
 
 log = logging.getLogger("inferserve")
 
@@ -27,7 +27,7 @@ async def stream_events(
     """
     response: web.StreamResponse | None = None
     tokens = 0
-    failure: Failure | None = None
+    failure: RequestError | None = None
     try:
         async for item in items:
             if isinstance(item, StreamChunk):
@@ -52,7 +52,7 @@ async def stream_events(
             raise  # nothing sent yet: the error middleware answers 500
         # The 200 and some tokens are out: a second response cannot follow.
         log.exception("stream failed after its first token")
-        failure = Failure(500, "internal_error", "internal error")
+        failure = RequestError(500, "internal_error", "internal error")
     if failure is not None:
         if response is None:
             return failure_response(failure, error, headers)

@@ -13,7 +13,6 @@ from aiohttp import web
 
 from .. import __version__
 from ..common.config import ServerConfig
-from .backend import InferenceBackend
 from .metrics import ServerMetrics
 
 
@@ -46,6 +45,5 @@ class ServerState:
 
 
 CONFIG_KEY = web.AppKey("config", ServerConfig)
-BACKEND_KEY = web.AppKey("backend", InferenceBackend)
 STATE_KEY = web.AppKey("state", ServerState)
 METRICS_KEY = web.AppKey("metrics", ServerMetrics)
