@@ -178,6 +178,9 @@ class PrecisionReport:
     min_cosine: float | None = None
     max_prob_diff: float | None = None
     speedup: float | None = None  # float32's time / this precision's, on the calibration set
+    # Set where another engine serves: its name (openvino) and the precision hint it was compiled with.
+    engine: str | None = None
+    precision_hint: str | None = None
 
 
 @message
