@@ -48,11 +48,12 @@ def cpu_precision_hints(core: Any) -> list[str]:
 
 
 def compile_options(hint: str, threads: int) -> dict[str, Any]:
-    """One stream of ``threads`` threads, as torch gets: the worker computes
-    one batch at a time, and on a small box the front-end needs the rest
-    (measured: docs/design.md#openvino)."""
+    """One stream of ``threads`` (--num-threads) threads, as torch gets: the
+    worker computes one batch at a time. Threads not pinned to cores: they
+    share the cores with the front-end process, and a pinned thread waits
+    for its core where an unpinned one moves (docs/design.md#openvino)."""
     return {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY"}
+            "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
 
 
 def openvino_models(pipe: Any, task: str, model_dir: str, cache_dir: str, threads: int,
