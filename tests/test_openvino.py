@@ -283,6 +283,19 @@ def test_a_generation_task_falls_back_to_torch(tmp_path, caplog) -> None:
     assert "--engine openvino does not serve text-generation" in caplog.text
 
 
+def test_a_model_openvino_cannot_convert_falls_back_to_torch(models, tmp_path, monkeypatch, caplog) -> None:
+    from inferserve.model.errors import ModelLoadError
+
+    def failing(*args: Any) -> None:
+        raise ModelLoadError("OpenVINO conversion failed: an operation it does not know")
+
+    monkeypatch.setattr(openvino_engine, "_convert", failing)
+    with caplog.at_level(logging.WARNING, logger="inferserve.worker"):
+        loaded = load_model(_spec(models["classifier"], str(tmp_path / "cache"), engine="openvino", dtype="float32"))
+    assert loaded.engine == "torch" and loaded.precision.dtype == "float32"
+    assert "OpenVINO cannot run this model, serving with torch" in caplog.text
+
+
 def test_info_names_the_engine_and_its_hint(server_factory, models, tmp_path) -> None:
     import transformers
 

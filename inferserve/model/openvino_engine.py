@@ -202,10 +202,10 @@ def _convert(model: Any, probe: dict[str, Any], inputs: list[str], outputs: list
 
 def openvino_candidates(pipe: Any, task: str, spec: Any, threads: int, device: str) -> dict[str, OpenVinoModel]:
     """The compiled candidates ``spec`` (a ModelSpec) asks for: under
-    --engine openvino every hint its --dtype allows (a task OpenVINO cannot
-    run falls back to torch, logged); under --engine auto the same where
-    OpenVINO is installed, on the CPU, any failure leaving torch. Built from
-    the float32 torch network, before any reduced precision replaces it."""
+    --engine openvino every hint its --dtype allows; under --engine auto the
+    same where OpenVINO is installed and the model is on the CPU. A task or
+    model OpenVINO cannot run leaves torch serving, logged. Built from the
+    float32 torch network, before any reduced precision replaces it."""
     hints = {"auto": None, "float32": ["f32"], "bfloat16": ["bf16"]}.get(spec.dtype, [])
     from .engines import default_cache_dir
 
@@ -215,14 +215,16 @@ def openvino_candidates(pipe: Any, task: str, spec: Any, threads: int, device: s
             raise ModelLoadError(f"--engine openvino runs on the CPU; it cannot serve --device {device}")
         if hints == []:
             raise ModelLoadError(f"--engine openvino computes in float32 or bfloat16, not --dtype {spec.dtype}")
+        if importlib.util.find_spec("openvino") is None:
+            raise ModelLoadError("--engine openvino needs OpenVINO: pip install 'inferserve[openvino]'")
         if task not in _ONNX_TASKS or getattr(pipe.model.config, "is_encoder_decoder", False):
             log.warning("--engine openvino does not serve %s (a generation loop): serving with torch", task)
             return {}
-        return openvino_models(pipe, task, spec.model, cache_dir, threads, hints)
-    if spec.engine != "auto" or device != "cpu" or hints == [] or not openvino_available(task, pipe):
+    elif spec.engine != "auto" or device != "cpu" or hints == [] or not openvino_available(task, pipe):
         return {}
     try:
         return openvino_models(pipe, task, spec.model, cache_dir, threads, hints)
-    except Exception as exc:  # noqa: BLE001 - an optional speed-up: any failure leaves torch serving
-        log.warning("engine auto: no OpenVINO candidate (%s: %s)", type(exc).__name__, exc)
+    except Exception as exc:  # noqa: BLE001 - a model OpenVINO cannot convert or compile: torch serves it
+        log.warning("--engine %s: OpenVINO cannot run this model, serving with torch (%s: %s)",
+                    spec.engine, type(exc).__name__, exc)
         return {}
