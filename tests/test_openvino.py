@@ -266,9 +266,10 @@ def test_auto_takes_openvino_only_when_it_beats_what_serves(models, tmp_path) ->
                                                  str(tmp_path / "cache"), 1, ["f32"])
     # A stand-in clock: torch float32 10 ms, OpenVINO 4 ms (2.5x).
     calibration = precision.Calibration(pipe, lambda model, features: 10.0 if model is torch_model else 4.0)
-    beaten = openvino_engine.choose_openvino(pipe, "text-classification", candidates, precision.Gate(), calibration, 3.0)
+    gate = precision.Gate()
+    beaten = openvino_engine.choose_openvino(pipe, "text-classification", candidates, gate, calibration, 3.0)
     assert beaten is None and pipe.model is torch_model  # what serves is 3x float32: OpenVINO is slower
-    chosen = openvino_engine.choose_openvino(pipe, "text-classification", candidates, precision.Gate(), calibration, 1.5)
+    chosen = openvino_engine.choose_openvino(pipe, "text-classification", candidates, gate, calibration, 1.5)
     assert chosen is not None and pipe.model is candidates["f32"]
     assert chosen.engine == "openvino" and chosen.speedup == pytest.approx(2.5) and chosen.requested == "auto"
     assert chosen.reason.startswith("openvino, precision hint f32")
@@ -305,7 +306,8 @@ def test_info_names_the_engine_and_its_hint(server_factory, models, tmp_path) ->
     info = server.get("/info").json()
     report = info["precision"]
     assert info["engine"] == "openvino" and report["engine"] == "openvino"
-    assert report["precision_hint"] in _hints() and info["dtype"] == openvino_engine.HINT_DTYPES[report["precision_hint"]]
+    assert report["precision_hint"] in _hints()
+    assert info["dtype"] == openvino_engine.HINT_DTYPES[report["precision_hint"]]
     assert report["min_cosine"] >= 0.999 and report["speedup"] > 0
     assert "converting the model to OpenVINO" in server.log() and "openvino, precision hint" in server.log()
     reference = transformers.pipeline("text-classification", model=model, device="cpu")

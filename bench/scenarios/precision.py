@@ -63,7 +63,7 @@ from bench.machine import ForeignCpu, add_quiet_arguments, load_average, wait_fo
 from bench.scenarios.throughput import open_raw_variants, raw_variant
 from bench.sidebyside import CLIENTS, median_ci95, open_blocks, rotate_blocks
 
-SUMMARY = "raw limit per precision and engine vs servers at c=64; c=1 of servers with other flags (the longest scenario)"
+SUMMARY = "raw limit per precision and engine vs servers at c=64; c=1 of servers with other flags (the longest)"
 BASELINE = "--dtype float32 --engine torch"
 
 
