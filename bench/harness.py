@@ -55,6 +55,9 @@ class Model:
     # A batch of 32 of bert-base takes ~1.2 s: over a 6 s window the
     # completed count moves in steps of 32 (+-20%), so it is measured longer.
     time_scale: float = 1
+    # Mixed-length inputs: the i-th text has passage_words[i % len] words
+    # (``text``'s words repeated, the number i first); empty: ``text`` as is.
+    passage_words: tuple[int, ...] = ()
 
     def path(self) -> str:
         if self.built is None:
@@ -70,7 +73,12 @@ class Model:
 
     def texts(self, n: int = 256) -> list[str]:
         """The inputs every measurement of this model cycles through."""
-        return [self.text.format(i=i) for i in range(n)]
+        if not self.passage_words:
+            return [self.text.format(i=i) for i in range(n)]
+        words = self.text.format(i="").split()
+        lengths = self.passage_words
+        return [" ".join([str(i), *(words * (1 + lengths[i % len(lengths)] // len(words)))][:lengths[i % len(lengths)]])
+                for i in range(n)]
 
 
 FOX = "the quick brown fox number {i} jumps over the lazy dog near the river bank"
@@ -78,6 +86,10 @@ MODELS = {m.name: m for m in (
     Model("minilm", "all-MiniLM-L6-v2 (embedded default), feature-extraction", "feature-extraction", FOX),
     Model("minilm-embed", "all-MiniLM-L6-v2 sentence embeddings, `POST /embed` vs forward + pooling",
           "feature-extraction", FOX, route="/embed", raw_mode="embed"),
+    # Passages of 8 to 200 words, mixed within every batch: padding costs.
+    Model("minilm-passages", "all-MiniLM-L6-v2 sentence embeddings of mixed-length passages (8-200 words), "
+          "`POST /embed` vs forward + pooling", "feature-extraction", FOX, route="/embed", raw_mode="embed",
+          passage_words=(8, 120, 24, 200, 60, 16, 90, 40)),
     Model("bert-base", "bert-base-shaped fill-mask (12 x 768, random weights)", "fill-mask",
           FOX.replace("lazy", "[MASK]"), built="bert-base-fill-mask", c1_calls=10, c1_wrk_seconds=2,
           time_scale=3),

@@ -22,7 +22,10 @@ with ONNX Runtime through inferserve.model.engines.onnx_model, the server's
 own code (exported once, cached under --cache-dir, default the server's;
 float32 only). For feature-extraction the pooler is dropped first, as the
 server does (inferserve.model.loading.drop_unused_pooler), so the raw helper
-and the server run the same exported file.
+and the server run the same exported file. --engine openvino does the same
+through inferserve.model.openvino_engine.openvino_models (converted from the
+float32 torch network, cached); --dtype float32 compiles it with the f32
+precision hint, bfloat16 with bf16.
 
 ``agree`` answers {"min_cosine", "max_prob_diff", "texts"}: per text, the
 cosine between this helper's outputs and a float32 torch copy's (loaded for
@@ -47,7 +50,8 @@ import time
 import types
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-ENGINES = ("torch", "onnx")
+ENGINES = ("torch", "onnx", "openvino")
+OPENVINO_HINTS = {"auto": "f32", "float32": "f32", "bfloat16": "bf16"}
 SOFTMAX_TASKS = ("fill-mask", "text-classification", "token-classification")
 
 
@@ -58,8 +62,10 @@ def parse_variant(text: str) -> tuple[str, str]:
     if dtype not in DTYPES or engine not in ENGINES:
         raise ValueError(f"{text!r}: expected DTYPE[:ENGINE], DTYPE one of {', '.join(DTYPES)}, "
                          f"ENGINE one of {', '.join(ENGINES)}")
-    if engine != "torch" and dtype not in ("auto", "float32"):
+    if engine == "onnx" and dtype not in ("auto", "float32"):
         raise ValueError(f"{text!r}: --engine {engine} runs float32")
+    if engine == "openvino" and dtype not in OPENVINO_HINTS:
+        raise ValueError(f"{text!r}: --engine openvino runs float32 or bfloat16")
     return dtype, engine
 
 
@@ -79,6 +85,21 @@ def onnx_network(pipe, task: str, model: str, cache_dir: str | None):
     if task == "feature-extraction":
         drop_unused_pooler(pipe)  # as the server does: the same exported graph
     return onnx_model(pipe, task, model, cache_dir or default_cache_dir(), torch.get_num_threads())
+
+
+def openvino_network(pipe, task: str, model: str, cache_dir: str | None, dtype: str):
+    """The server's OpenVINO stand-in for ``pipe.model`` (a float32 torch
+    network), compiled with the hint ``dtype`` names."""
+    import torch
+
+    from inferserve.model.engines import default_cache_dir
+    from inferserve.model.loading import drop_unused_pooler
+    from inferserve.model.openvino_engine import openvino_models
+
+    if task == "feature-extraction":
+        drop_unused_pooler(pipe)  # as the server does: the same converted graph
+    hint = OPENVINO_HINTS[dtype]
+    return openvino_models(pipe, task, model, cache_dir or default_cache_dir(), torch.get_num_threads(), [hint])[hint]
 
 
 def torch_dtype(name: str):
@@ -138,7 +159,8 @@ class RawPipeline:
 
         transformers.utils.logging.disable_progress_bar()
         self.model_dir, self.task, self.device, self.engine = model, task, device, engine
-        wanted = torch_dtype(dtype)
+        # OpenVINO converts the float32 network; the dtype picks its precision hint.
+        wanted = torch_dtype("float32" if engine == "openvino" else dtype)
         self.pipe = transformers.pipeline(task, model=model, device=device, dtype=wanted)
         if task == "fill-mask":  # long inputs (bench passages) truncated to the model's limit, as the server does
             limit = min(self.pipe.tokenizer.model_max_length, self.pipe.model.config.max_position_embeddings)
@@ -147,10 +169,14 @@ class RawPipeline:
             self.pipe.model.to(wanted)
         if engine == "onnx":
             self.pipe.model = onnx_network(self.pipe, task, model, cache_dir)
+        if engine == "openvino":
+            self.pipe.model = openvino_network(self.pipe, task, model, cache_dir, dtype)
         if self.pipe.model.dtype != torch.float32:
             forward = self.pipe._forward
             self.pipe._forward = lambda *a, **k: as_float32(forward(*a, **k))
         self.dtype = str(self.pipe.model.dtype).removeprefix("torch.")
+        if engine == "openvino":
+            self.dtype = "bfloat16" if OPENVINO_HINTS[dtype] == "bf16" else "float32"
         self.texts = texts
         self.warm_up()
 
@@ -240,7 +266,7 @@ class RawEmbedder(RawPipeline):
         self.torch = torch
         self.model_dir, self.task, self.device, self.engine = model, task, device, engine
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
-        wanted = torch_dtype(dtype)
+        wanted = torch_dtype("float32" if engine == "openvino" else dtype)
         self.model = self._load(wanted)
         if engine == "onnx":
             # The server's feature-extraction pipeline holds the same
@@ -249,7 +275,14 @@ class RawEmbedder(RawPipeline):
                                                          preprocess=self._preprocess, forward=self._forward_raw),
                                    "feature-extraction", model, cache_dir)
             self.model = network
+        if engine == "openvino":
+            self.model = openvino_network(types.SimpleNamespace(model=self.model, tokenizer=self.tokenizer,
+                                                                preprocess=self._preprocess,
+                                                                forward=self._forward_raw),
+                                          "feature-extraction", model, cache_dir, dtype)
         self.dtype = str(self.model.dtype).removeprefix("torch.")
+        if engine == "openvino":
+            self.dtype = "bfloat16" if OPENVINO_HINTS[dtype] == "bf16" else "float32"
         self.texts = texts
         self.pipe = self._embed
         self.warm_up()
@@ -307,11 +340,14 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
     p.add_argument("--engine", choices=ENGINES, default="torch",
-                   help="onnx: ONNX Runtime through inferserve.model.engines.onnx_model (float32)")
+                   help="onnx: ONNX Runtime through inferserve.model.engines.onnx_model (float32); openvino: "
+                        "inferserve.model.openvino_engine (hint f32, or bf16 with --dtype bfloat16)")
     p.add_argument("--cache-dir", default=None, help="exported engines (default: the server's, ~/.cache/inferserve)")
     args = p.parse_args()
-    if args.engine != "torch" and args.dtype not in ("auto", "float32"):
-        p.error(f"--engine {args.engine} runs float32")
+    try:
+        parse_variant(f"{args.dtype}:{args.engine}")
+    except ValueError as exc:
+        p.error(str(exc))
     # stdout carries the JSON lines only: the ONNX exporter prints its progress.
     with open(args.texts) as f, contextlib.redirect_stdout(sys.stderr):
         raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f),

@@ -278,7 +278,9 @@ def render_precision(doc: dict) -> str:
            "helpers share the cores; each ratio pairs a server figure with the raw limits of its own round, and "
            "the tables give medians over rounds. " if r["models"] else "Servers, client and raw helpers share "
            "the cores. ")
-        + "ONNX variants run inferserve.model.engines.onnx_model, the server's own export (cached) and session."
+        + "ONNX variants run inferserve.model.engines.onnx_model, the server's own export (cached) and session; "
+        "OpenVINO variants inferserve.model.openvino_engine.openvino_models, the server's own conversion (cached), "
+        "compiled with the precision hint the dtype names (float32: f32, bfloat16: bf16)."
         + (" Agreement: per text, the cosine of its outputs (the network's last hidden state or logits over its "
            "real tokens; for `/embed`, the pooled vector) against a float32 torch copy's, minimum over the texts; "
            "for fill-mask also the largest change of any softmax probability." if r["models"] else ""),

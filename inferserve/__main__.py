@@ -89,10 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="precision; auto: the fastest of float32 and what the device does well "
                             "(bfloat16 on CPUs with AVX512-BF16/AMX, float16/bfloat16 on CUDA), timed at start-up "
                             "and kept only if its outputs agree with float32's; float32 gives pipeline()'s outputs exactly")
-    model.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"),
+    model.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx", "openvino"),
                        help="what runs the forward pass: torch (eager), onnx (ONNX Runtime, float32, CPU; exported "
-                            "once and cached; kept only if it agrees with torch; pip install 'inferserve[onnx]'), or "
-                            "auto: onnx where it is installed, agrees and is faster on the CPU in float32, else torch")
+                            "once and cached; kept only if it agrees with torch; pip install 'inferserve[onnx]'), "
+                            "openvino (CPU; converted once and cached, compiled with the f32 and, where the CPU has "
+                            "it, bf16 precision hint, the faster that agrees kept; pip install 'inferserve[openvino]'), "
+                            "or auto: the fastest of torch's precisions, onnx and openvino (where installed, on the "
+                            "CPU) that agrees with torch float32")
     model.add_argument("--cache-dir", default=None,
                        help="where exported engines are cached; default: $INFERSERVE_CACHE_DIR or ~/.cache/inferserve")
     model.add_argument("--min-cosine", type=float, default=ModelSpec.min_cosine,

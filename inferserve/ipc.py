@@ -196,6 +196,9 @@ class PrecisionReport:
     # (model/choice_cache.py: agreement re-checked, speed not re-timed), made at measured_at (UTC, ISO 8601).
     chosen: str = "measured"
     measured_at: str | None = None
+    # Set where another engine serves: its name (openvino) and the precision hint it was compiled with.
+    engine: str | None = None
+    precision_hint: str | None = None
 
 
 @message

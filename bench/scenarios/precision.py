@@ -5,7 +5,9 @@ Two parts, one run:
 
 1. *Concurrency 64 against each raw variant.* Per model, one raw helper per
    --raw-variants entry (DTYPE:ENGINE; bench.raw, ONNX Runtime through the
-   server's own inferserve.model.engines.onnx_model), each swept for its
+   server's own inferserve.model.engines.onnx_model, OpenVINO through its
+   inferserve.model.openvino_engine.openvino_models: float32:openvino the f32
+   precision hint, bfloat16:openvino bf16), each swept for its
    best batch size and checked against a float32 torch copy (min cosine
    over the model's texts; fill-mask: largest probability change too).
    Then every --servers entry (inferserve flags; "" is the defaults) is
@@ -38,7 +40,8 @@ neighbour (a raw MiniLM limit read 140, then 19 items/s in two rounds
 while a test suite ran; ONNX Runtime's 198, then 82), so an unflagged
 comparison of the two under someone else's load says little about either.
 
-    python -m bench precision                                # ~20 min on 2 quiet cores
+    python -m bench precision                                # the longest scenario (needs the onnx and
+                                                             # openvino extras)
     python -m bench precision --models minilm-embed --rounds 1 --seconds 3 --c1-blocks 2
     python -m bench precision --servers "" "--engine onnx" --c1-servers "" "--dtype float32 --engine torch"
 
@@ -60,17 +63,20 @@ from bench.machine import ForeignCpu, add_quiet_arguments, load_average, wait_fo
 from bench.scenarios.throughput import open_raw_variants, raw_variant
 from bench.sidebyside import CLIENTS, median_ci95, open_blocks, rotate_blocks
 
-SUMMARY = "raw limit per precision and engine vs servers at c=64; c=1 of servers with other flags (~20 min)"
+SUMMARY = "raw limit per precision and engine vs servers at c=64; c=1 of servers with other flags (the longest)"
 BASELINE = "--dtype float32 --engine torch"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="*", default=["minilm", "minilm-embed", "bert-base"], choices=sorted(MODELS),
+    p.add_argument("--models", nargs="*", default=["minilm", "minilm-embed", "minilm-passages", "bert-base"],
+                   choices=sorted(MODELS),
                    help="models of the concurrency-64 part (none: concurrency 1 only)")
     p.add_argument("--raw-variants", nargs="+", type=raw_variant, metavar="DTYPE:ENGINE",
-                   default=["float32:torch", "bfloat16:torch", "float32:onnx"],
+                   default=["float32:torch", "bfloat16:torch", "float32:onnx", "float32:openvino",
+                            "bfloat16:openvino"],
                    help="raw helpers; the first is the reference of the 'vs' columns")
-    p.add_argument("--servers", nargs="+", default=["", "--engine torch", "--engine onnx"], metavar="FLAGS",
+    p.add_argument("--servers", nargs="+", default=["", "--engine torch", "--engine onnx", "--engine openvino"],
+                   metavar="FLAGS",
                    help='inferserve flags of each server at --concurrency ("": the defaults, whichever engine '
                         '--engine auto picks; each server\'s /info says)')
     p.add_argument("--concurrency", type=int, default=64)
@@ -81,11 +87,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agree-texts", type=int, default=64, help="texts the agreement with float32 torch is taken over")
     p.add_argument("--c1-model", default="minilm-embed", choices=[*sorted(MODELS), "none"],
                    help="model of the concurrency-1 part ('none': skip it)")
-    p.add_argument("--c1-servers", nargs="+", default=["", BASELINE, "--engine onnx"], metavar="FLAGS",
+    p.add_argument("--c1-servers", nargs="+", default=["", BASELINE, "--engine onnx", "--engine openvino"],
+                   metavar="FLAGS",
                    help="inferserve flags of each server at concurrency 1")
     p.add_argument("--c1-baseline", default=BASELINE, metavar="FLAGS",
                    help="the --c1-servers entry the others' p50 is divided by")
-    p.add_argument("--c1-raw", nargs="+", type=raw_variant, default=["float32:torch", "float32:onnx"],
+    p.add_argument("--c1-raw", nargs="+", type=raw_variant,
+                   default=["bfloat16:openvino", "float32:openvino", "float32:torch", "float32:onnx"],
                    metavar="DTYPE:ENGINE", help="raw variants (of --raw-variants) whose single calls join the "
                                                 "concurrency-1 blocks; the first is what the servers are set against")
     p.add_argument("--c1-blocks", type=int, default=12, help="blocks of each side at concurrency 1")

@@ -31,8 +31,9 @@ class ModelSpec:
     # The agreement gate a reduced precision must pass under auto.
     min_cosine: float = 0.999
     max_prob_diff: float = 0.01
-    # torch, onnx (ONNX Runtime, exported once and cached), or auto (onnx where
-    # installed, verified and faster; the CLI's default). Programs building a
+    # torch, onnx (ONNX Runtime, exported once and cached), openvino (converted
+    # once and cached), or auto (the fastest verified of torch's precisions and
+    # the engines installed; the CLI's default). Programs building a
     # ModelSpec themselves get torch unless they ask.
     engine: str = "torch"
     cache_dir: str | None = None  # where exported engines are kept; None: ~/.cache/inferserve

@@ -133,6 +133,13 @@ class ChoiceCache:
 
             return onnx_model(pipe, self._task, self._spec.model, self._spec.cache_dir or default_cache_dir(),
                               self._threads)
+        if choice.engine == "openvino":
+            from .engines import default_cache_dir
+            from .openvino_engine import openvino_models
+
+            hint = choice.precision.precision_hint or "f32"
+            return openvino_models(pipe, self._task, self._spec.model, self._spec.cache_dir or default_cache_dir(),
+                                   self._threads, [hint])[hint]
         if choice.engine != "torch":
             raise ValueError(f"no way to rebuild engine {choice.engine!r} here")
         if choice.precision.dtype == "float32":

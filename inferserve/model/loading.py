@@ -153,7 +153,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         pipeline=pipe,
         task=task,
         device=str(pipe.device),
-        dtype=str(pipe.model.dtype).removeprefix("torch."),
+        # OpenVINO takes and gives float32; its precision hint is what it computes in.
+        dtype=precision.dtype if engine == "openvino" else str(pipe.model.dtype).removeprefix("torch."),
         precision=precision,
         engine=engine,
         steps=steps,
@@ -166,16 +167,25 @@ def _measure_choice(pipe: Any, task: str, spec: ModelSpec, device: str, threads:
                     calibration: Any) -> Choice:
     """Time the precisions and engines this device may run faster; keep the
     fastest that agrees with float32 torch (model/precision.py)."""
+    from .openvino_engine import choose_openvino, openvino_candidates
     from .precision import choose_precision
 
+    openvino = openvino_candidates(pipe, task, spec, threads, device)  # from the float32 network
     precision = _use_engine(pipe, task, spec, threads, gate, calibration) if spec.engine == "onnx" else None
     engine = "onnx" if precision is not None else "torch"
+    if spec.engine == "openvino" and openvino:
+        precision = choose_openvino(pipe, task, openvino, gate, calibration, None, spec.dtype)
+        engine = "openvino" if precision is not None else "torch"
     if precision is None:
         precision = choose_precision(pipe, task, device, spec.dtype, gate, calibration=calibration)
     if spec.engine == "auto" and precision.dtype == "float32" and device == "cpu":
         faster = _try_faster_engine(pipe, task, spec, threads, gate, calibration)
         if faster is not None:
             precision, engine = faster, "onnx"
+    if spec.engine == "auto" and openvino:
+        faster = choose_openvino(pipe, task, openvino, gate, calibration, precision.speedup or 1.0, spec.dtype)
+        if faster is not None:
+            precision, engine = faster, "openvino"
     return Choice(engine, precision)
 
 
