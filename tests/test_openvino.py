@@ -307,7 +307,7 @@ def test_info_names_the_engine_and_its_hint(server_factory, models, tmp_path) ->
     report = info["precision"]
     assert info["engine"] == "openvino" and report["engine"] == "openvino"
     assert report["precision_hint"] in _hints()
-    assert info["dtype"] == openvino_engine.HINT_DTYPES[report["precision_hint"]]
+    assert info["model_dtype"] == openvino_engine.HINT_DTYPES[report["precision_hint"]]
     assert report["min_cosine"] >= 0.999 and report["speedup"] > 0
     assert "converting the model to OpenVINO" in server.log() and "openvino, precision hint" in server.log()
     reference = transformers.pipeline("text-classification", model=model, device="cpu")
