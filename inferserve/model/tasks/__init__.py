@@ -46,17 +46,17 @@ def build_tasks(
     tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline}, max_input_length=pipeline.max_tokens)
     prompts: dict[str, str] = {}
     if task == "feature-extraction":
-        from .embeddings import TEI_POOLING_NAMES, SentenceEmbeddingTask
+        from .embeddings import SentenceEmbeddingTask
         from .token_embeddings import TokenEmbeddingTask
 
         embedder = SentenceEmbeddingTask(pipe, model_dir, truncate=truncate)
-        log.info("sentence embeddings: %s pooling, normalize=%s, max %d tokens",
-                 embedder.config.mode, embedder.config.normalize, embedder.max_tokens)
+        log.info("sentence embeddings: %s pooling, %d heads, normalize=%s, max %s tokens",
+                 embedder.pooling_name, len(embedder.chain.heads), embedder.chain.normalizes, embedder.max_tokens)
         tasks.batch[RequestKind.EMBED] = embedder
         tasks.batch[RequestKind.EMBED_ALL] = TokenEmbeddingTask(embedder)
         tasks.embedding_dimension = embedder.dimension
         tasks.max_input_length = embedder.max_tokens
-        tasks.pooling = TEI_POOLING_NAMES[embedder.config.mode]
+        tasks.pooling = embedder.pooling_name
         tasks.sentence_transformers = embedder.sentence_transformers
         prompts = embedder.prompts
     if task in ("text-classification", "text-ranking"):  # /info: TEI's classifier / reranker
