@@ -15,7 +15,7 @@ from functools import partial
 from aiohttp import web
 
 from .common.config import ServerConfig
-from .frontend import handlers, openapi, tei
+from .frontend import handlers, openapi, tei, tei_sparse
 from .frontend.handlers import serving
 from .frontend.backend import InferenceBackend
 from .frontend.metrics import ServerMetrics
@@ -36,6 +36,8 @@ _MODEL_ROUTES = (
     ("POST", "/", handlers.infer),  # the task's pipeline (a sentence-transformers model: /embed's body)
     ("POST", "/embed", serving(tei.parse_embed, tei_error)),
     ("POST", "/embed_all", serving(tei.parse_embed_all, tei_error)),
+    ("POST", "/embed_sparse", serving(tei_sparse.parse_embed_sparse, tei_error)),
+    ("POST", "/similarity", serving(tei_sparse.parse_similarity, tei_error)),
     ("POST", "/tokenize", serving(tei.parse_tokenize, tei_error)),
     ("POST", "/decode", serving(tei.parse_decode, tei_error)),
     ("POST", "/v1/embeddings", serving(parse_openai_embeddings, openai_error, handlers.embed_model_name)),

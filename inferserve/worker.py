@@ -68,6 +68,8 @@ def worker_main(
             sentence_transformers=tasks.sentence_transformers,
             precision=loaded.precision,
             engine=loaded.engine,
+            sparse=tasks.sparse,
+            similarity_fn_name=tasks.similarity_fn_name,
         )
     )
     worker.serve()

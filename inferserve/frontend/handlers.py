@@ -14,7 +14,7 @@ from ..common.config import ServerConfig
 from ..ipc import Call, Outcome, RequestKind
 from .errors import DeadlineExceeded, PayloadError, WorkerUnavailable
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from . import tei
+from . import tei, tei_sparse
 from .payload import Parser, parse_pipeline
 from .rerank_payload import check_served
 from .responses import (
@@ -97,6 +97,7 @@ async def info(request: web.Request) -> web.Response:
         "uptime_s": round(time.monotonic() - state.started_at, 3),
         "models": list(models.names),
     }
+    document.update(tei_sparse.info_fields(worker))
     # TEI's Info fields beside ours (its max_batch_tokens, an integer, replaces ours).
     document.update(tei.info_fields(config, worker))
     return web.json_response(document, dumps=lambda v: orjson.dumps(v).decode())
@@ -185,6 +186,7 @@ async def _admit(
     _check_admission(model, config, models.several)
     assert model.backend is not None
     info = model.backend.info
+    tei_sparse.check_model_kind(call, info)  # 424 naming the route a sparse (or dense) model serves
     embeds = call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL)
     if embeds and info is not None and info.embedding_dimension is None:
         raise Failure(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings")

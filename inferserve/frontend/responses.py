@@ -120,6 +120,8 @@ _FAMILIES: tuple[tuple[str, ErrorFactory], ...] = (
     ("/v2/rerank", cohere_error),
     ("/embed", tei_error),
     ("/embed_all", tei_error),
+    ("/embed_sparse", tei_error),
+    ("/similarity", tei_error),
     ("/tokenize", tei_error),
     ("/decode", tei_error),
     ("/rerank", tei_error),

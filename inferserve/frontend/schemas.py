@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema_rs
 
 from .errors import PayloadError
+from .sparse_schemas import REQUEST_SCHEMAS as SPARSE_REQUESTS, RESPONSE_SCHEMAS as SPARSE_RESPONSES
 
 REF = "#/components/schemas/"
 MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
@@ -241,6 +242,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "model": {"type": "string"}, "served_model_name": {"type": "string"}, "task": _STRING,
             "device": _STRING, "dtype": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
             "embedding_dimension": {"type": ["integer", "null"]}, "ready": {"type": "boolean"},
+            "sparse": {"type": ["boolean", "null"]}, "similarity_fn_name": _STRING, "long_inputs": _STRING,
             "workers": _INTEGER, "max_batch_size": _INTEGER, "max_batch_delay_ms": _NUMBER,
             "batch_wait": {"enum": ["adaptive", "fixed"]}, "max_queue": _INTEGER, "max_inputs": _INTEGER,
             "max_body_bytes": _INTEGER, "request_timeout_s": _NUMBER, "uptime_s": _NUMBER,
@@ -298,6 +300,9 @@ RESPONSES: dict[str, dict[str, Any]] = {
                     "additionalProperties": False, "properties": {"message": {"type": "string"}}},
 }
 
+# TEI's /embed_sparse and /similarity (frontend/tei_sparse.py): theirs, added here.
+REQUESTS.update(SPARSE_REQUESTS)
+RESPONSES.update(SPARSE_RESPONSES)
 SCHEMAS: dict[str, dict[str, Any]] = {**REQUESTS, **RESPONSES}
 assert len(SCHEMAS) == len(REQUESTS) + len(RESPONSES), "a schema name is used twice"
 

@@ -29,6 +29,8 @@ class TaskSet:
     pooling: str | None = None
     id2label: dict[int, str] | None = None
     sentence_transformers: bool = False
+    sparse: bool = False
+    similarity_fn_name: str | None = None
 
     def warmup(self) -> None:
         for task in self.batch.values():
@@ -42,7 +44,8 @@ def build_tasks(
     from .pipeline import PipelineTask
 
     # A cross-encoder (text-ranking) runs through the text-classification pipeline.
-    pipeline = PipelineTask(pipe, "text-classification" if task == "text-ranking" else task, truncate=truncate)
+    pipeline_task = {"text-ranking": "text-classification", "sparse-embedding": "fill-mask"}.get(task, task)
+    pipeline = PipelineTask(pipe, pipeline_task, truncate=truncate)
     tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline}, max_input_length=pipeline.max_tokens)
     prompts: dict[str, str] = {}
     if task == "feature-extraction":
@@ -59,6 +62,22 @@ def build_tasks(
         tasks.pooling = embedder.pooling_name
         tasks.sentence_transformers = embedder.sentence_transformers
         prompts = embedder.prompts
+    if task == "sparse-embedding":
+        from .sparse import SparseEmbeddingTask
+
+        embedder = SparseEmbeddingTask(pipe, model_dir, truncate=truncate)
+        log.info("sparse embeddings: SPLADE %s pooling over %d terms", embedder.chain.splade, embedder.dimension)
+        tasks.batch[RequestKind.EMBED_SPARSE] = embedder
+        tasks.max_input_length = embedder.max_tokens
+        tasks.pooling = embedder.pooling_name
+        tasks.sentence_transformers = True
+        tasks.sparse = True
+        prompts = embedder.prompts
+    if task in ("feature-extraction", "sparse-embedding"):
+        from .similarity import SimilarityTask
+
+        tasks.batch[RequestKind.SIMILARITY] = SimilarityTask(embedder)
+        tasks.similarity_fn_name = embedder.chain.similarity_fn_name
     if task in ("text-classification", "text-ranking"):  # /info: TEI's classifier / reranker
         labels = getattr(pipe.model.config, "id2label", None) or {}
         tasks.id2label = {int(i): str(label) for i, label in labels.items()}

@@ -169,6 +169,13 @@ class SentenceEmbeddingTask:
 
     def _hidden(self, batch: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's last hidden state for a batch padded on the tokenizer's side, and its mask."""
+        input_ids, mask = self._padded(batch)
+        # Pooled in float32 whatever the model's precision (exact means, norms).
+        hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+        return hidden, mask
+
+    def _padded(self, batch: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's ids padded on the tokenizer's side, and its attention mask, on the device."""
         longest = max(item.tokens for item in batch)
         input_ids = torch.full((len(batch), longest), self._tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -176,10 +183,7 @@ class SentenceEmbeddingTask:
             span = slice(longest - item.tokens, longest) if self._pad_left else slice(0, item.tokens)
             input_ids[row, span] = torch.tensor(item.features, dtype=torch.long)
             mask[row, span] = 1
-        input_ids, mask = input_ids.to(self._device), mask.to(self._device)
-        # Pooled in float32 whatever the model's precision (exact means, norms).
-        hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-        return hidden, mask
+        return input_ids.to(self._device), mask.to(self._device)
 
 
 def _dumps(document: Any) -> bytes:
