@@ -97,3 +97,44 @@ def build_tiny_decoder(directory: Path, seed: int = 0) -> Path:
 
 def build_bert_base(directory: Path) -> Path:
     return build_tiny_bert(directory, "BertModel", seed=3)
+
+
+def build_splade(directory: Path, mlm: Path, pooling: str = "max", legacy: bool = False) -> Path:
+    """``SparseEncoder(modules=[Transformer(mlm, fill-mask), SpladePooling]).save()``; ``legacy``:
+    the 5.x module names (MLMTransformer). The MLM bias is pushed down so
+    most terms are zero, as in a trained SPLADE model."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    transformer = Transformer(str(mlm), transformer_task="fill-mask")
+    with torch.no_grad():
+        transformer.model.cls.predictions.bias.fill_(-0.3)
+        transformer.model.cls.predictions.decoder.bias.fill_(-0.3)
+    SparseEncoder(modules=[transformer, SpladePooling(pooling)], device="cpu").save(str(directory))
+    if legacy:
+        modules = json.loads((directory / "modules.json").read_text())
+        modules[0]["type"] = "sentence_transformers.sparse_encoder.models.MLMTransformer"
+        modules[1]["type"] = "sentence_transformers.sparse_encoder.models.SpladePooling"
+        (directory / "modules.json").write_text(json.dumps(modules))
+    return directory
+
+
+def build_cross_encoder(directory: Path, base: Path, activation: str | None, max_length: int,
+                        legacy: bool = False) -> Path:
+    """``CrossEncoder(base, activation_fn=..., max_length=...).save()``; ``legacy``: the
+    activation in config.json's ``sentence_transformers`` (4.x's place)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    activation_fn = getattr(torch.nn, activation)() if activation else None
+    CrossEncoder(str(base), activation_fn=activation_fn, max_length=max_length, device="cpu").save(str(directory))
+    if legacy:
+        st_config = json.loads((directory / "config_sentence_transformers.json").read_text())
+        path = st_config.pop("activation_fn")
+        (directory / "config_sentence_transformers.json").write_text(json.dumps(st_config))
+        config = json.loads((directory / "config.json").read_text())
+        config["sentence_transformers"] = {"activation_fn": path, "version": "4.0.0"}
+        (directory / "config.json").write_text(json.dumps(config))
+    return directory

@@ -63,10 +63,11 @@ def _build(spec: HeadSpec) -> torch.nn.Module:
     linear = torch.nn.Linear(int(spec.get("in_features")), int(spec.get("out_features")),
                              bias=bool(spec.get("bias", True)))
     linear.load_state_dict(_strip(_weights(spec.path), "linear."))
-    return torch.nn.Sequential(linear, _activation(spec.get("activation_function"), spec.path))
+    return torch.nn.Sequential(linear, activation_module(spec.get("activation_function"), spec.path))
 
 
-def _activation(path: str | None, where: str) -> torch.nn.Module:
+def activation_module(path: str | None, where: str) -> torch.nn.Module:
+    """The ``torch.nn`` activation class named by ``path`` (none: the identity)."""
     if not path:
         return torch.nn.Identity()
     module_name, _, name = str(path).rpartition(".")

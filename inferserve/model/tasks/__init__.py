@@ -93,7 +93,10 @@ def build_tasks(
     if task == "text-ranking":
         from .rerank import RerankTask
 
-        tasks.batch[RequestKind.RERANK] = RerankTask(pipe, truncate=truncate)
+        from ..st_chain.cross_encoder import read_activation
+
+        activation = read_activation(model_dir, len(tasks.id2label or {}) or 1)
+        tasks.batch[RequestKind.RERANK] = RerankTask(pipe, truncate=truncate, activation=activation)
     if task == "text-generation":
         from .streaming import StreamingTask
 
