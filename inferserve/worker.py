@@ -43,7 +43,8 @@ def worker_main(
 
         started = time.perf_counter()
         loaded = load_model(spec)  # times the torch/transformers import itself
-        tasks = build_tasks(loaded.pipeline, loaded.task, spec.model, spec.truncate, channel.send)
+        tasks = build_tasks(loaded.pipeline, loaded.task, spec.model, spec.truncate, channel.send,
+                            long_inputs=spec.long_inputs)
         warmup_started = time.perf_counter()
         tasks.warmup()
         log.info("warm-up batch ran in %.2fs", time.perf_counter() - warmup_started)
@@ -70,6 +71,7 @@ def worker_main(
             engine=loaded.engine,
             sparse=tasks.sparse,
             similarity_fn_name=tasks.similarity_fn_name,
+            long_inputs=tasks.long_inputs,
         )
     )
     worker.serve()

@@ -99,7 +99,8 @@ def build_bert_base(directory: Path) -> Path:
     return build_tiny_bert(directory, "BertModel", seed=3)
 
 
-def build_splade(directory: Path, mlm: Path, pooling: str = "max", legacy: bool = False) -> Path:
+def build_splade(directory: Path, mlm: Path, pooling: str = "max", legacy: bool = False,
+                 max_seq_length: int | None = None) -> Path:
     """``SparseEncoder(modules=[Transformer(mlm, fill-mask), SpladePooling]).save()``; ``legacy``:
     the 5.x module names (MLMTransformer). The MLM bias is pushed down so
     most terms are zero, as in a trained SPLADE model."""
@@ -108,7 +109,7 @@ def build_splade(directory: Path, mlm: Path, pooling: str = "max", legacy: bool 
     from sentence_transformers.base.modules import Transformer
     from sentence_transformers.sparse_encoder.modules import SpladePooling
 
-    transformer = Transformer(str(mlm), transformer_task="fill-mask")
+    transformer = Transformer(str(mlm), transformer_task="fill-mask", max_seq_length=max_seq_length)
     with torch.no_grad():
         transformer.model.cls.predictions.bias.fill_(-0.3)
         transformer.model.cls.predictions.decoder.bias.fill_(-0.3)

@@ -31,6 +31,7 @@ class TaskSet:
     sentence_transformers: bool = False
     sparse: bool = False
     similarity_fn_name: str | None = None
+    long_inputs: str | None = None  # an embedder's: error, truncate or chunk
 
     def warmup(self) -> None:
         for task in self.batch.values():
@@ -38,7 +39,8 @@ class TaskSet:
 
 
 def build_tasks(
-    pipe: Any, task: str, model_dir: str, truncate: bool, send: Callable[[FromWorker], None]
+    pipe: Any, task: str, model_dir: str, truncate: bool, send: Callable[[FromWorker], None],
+    long_inputs: str | None = None,
 ) -> TaskSet:
     """The tasks of a loaded pipeline: the pipeline's own, and what its task adds."""
     from .pipeline import PipelineTask
@@ -52,7 +54,7 @@ def build_tasks(
         from .embeddings import SentenceEmbeddingTask
         from .token_embeddings import TokenEmbeddingTask
 
-        embedder = SentenceEmbeddingTask(pipe, model_dir, truncate=truncate)
+        embedder = SentenceEmbeddingTask(pipe, model_dir, truncate=truncate, long_inputs=long_inputs)
         log.info("sentence embeddings: %s pooling, %d heads, normalize=%s, max %s tokens",
                  embedder.pooling_name, len(embedder.chain.heads), embedder.chain.normalizes, embedder.max_tokens)
         tasks.batch[RequestKind.EMBED] = embedder
@@ -65,7 +67,7 @@ def build_tasks(
     if task == "sparse-embedding":
         from .sparse import SparseEmbeddingTask
 
-        embedder = SparseEmbeddingTask(pipe, model_dir, truncate=truncate)
+        embedder = SparseEmbeddingTask(pipe, model_dir, truncate=truncate, long_inputs=long_inputs)
         log.info("sparse embeddings: SPLADE %s pooling over %d terms", embedder.chain.splade, embedder.dimension)
         tasks.batch[RequestKind.EMBED_SPARSE] = embedder
         tasks.max_input_length = embedder.max_tokens
@@ -78,6 +80,7 @@ def build_tasks(
 
         tasks.batch[RequestKind.SIMILARITY] = SimilarityTask(embedder)
         tasks.similarity_fn_name = embedder.chain.similarity_fn_name
+        tasks.long_inputs = embedder.long_inputs
     if task in ("text-classification", "text-ranking"):  # /info: TEI's classifier / reranker
         labels = getattr(pipe.model.config, "id2label", None) or {}
         tasks.id2label = {int(i): str(label) for i, label in labels.items()}

@@ -8,7 +8,8 @@ heads after it (Dense, LayerNorm, Normalize), ``max_seq_length``,
 run on the device, batched, after the transformer (torch or ONNX Runtime's).
 The batch is padded on the tokenizer's side (left for decoder embedders).
 A plain transformers model (no ``modules.json``) gets mean pooling and no
-normalisation. TEI's ``/embed_all`` gets every token's vector from the same
+normalisation. ``--long-inputs chunk`` embeds an input past the limit as
+windows (``long_inputs``). TEI's ``/embed_all`` gets every token's vector from the same
 forward pass, unpooled (``token_embeddings``).
 """
 
@@ -22,12 +23,13 @@ import orjson
 import torch
 
 from ...ipc import Call, EmbedOptions
-from ..errors import ParametersRejected, too_long
+from ..errors import InputRejected, ParametersRejected, too_long
 from ..st_chain.heads import build_heads, output_dimension
 from ..st_chain.pooling import pool
 from ..st_chain.reader import StChain, read_chain
 from ..tokens import token_limit
 from .base import Prepared, TaskPlan, prepared_or_error, run_isolated
+from .long_inputs import Windows, combine, expand, special_token_span, split_windows
 from .tokenization import TRUNCATION_DIRECTIONS, encode_input, lower_case, prompt_length, prompt_text
 
 # How TEI's /info names each pooling mode.
@@ -36,11 +38,14 @@ TEI_POOLING_NAMES = {"cls": "cls", "max": "max", "mean_sqrt_len_tokens": "mean_s
 
 
 class SentenceEmbeddingTask:
-    def __init__(self, pipe: Any, model_dir: str, truncate: bool = True, chain: StChain | None = None) -> None:
+    def __init__(self, pipe: Any, model_dir: str, truncate: bool = True, chain: StChain | None = None,
+                 long_inputs: str | None = None) -> None:
         self._model = pipe.model
         self._tokenizer = pipe.tokenizer
         self._device = pipe.device
-        self._truncate = truncate
+        # What an over-long input gets when the request does not say (--long-inputs, else --no-truncate).
+        self.long_inputs = long_inputs or ("truncate" if truncate else "error")
+        self._special_span = special_token_span(self._tokenizer) if self.long_inputs == "chunk" else (0, 0)
         self.chain = chain if chain is not None else read_chain(model_dir)
         if self.chain.do_lower_case:
             lower_case(self._tokenizer)
@@ -84,26 +89,40 @@ class SentenceEmbeddingTask:
             self._prompt_lengths[prompt] = prompt_length(self._tokenizer, prompt)
         return self._prompt_lengths[prompt]
 
+    def _long_mode(self, options: EmbedOptions) -> str:
+        """error, truncate or chunk: the request's ``truncate`` if it says, else the server's."""
+        if options.truncate is None:
+            return self.long_inputs
+        return "truncate" if options.truncate else "error"
+
     def prepare(self, value: Any, options: EmbedOptions | None = None) -> Prepared:
         """Text, or a list of token ids (taken as already tokenized)."""
         options = options or EmbedOptions()
         prompt = self.prompt(options)
+        mode = self._long_mode(options)
         ids = encode_input(
             self._tokenizer,
             value,
-            self.max_tokens,
-            self._truncate if options.truncate is None else options.truncate,
+            None if mode == "chunk" else self.max_tokens,
+            mode == "truncate",
             options.truncation_direction,
             prompt,
             vocabulary=self._vocab_size,
         )
-        return Prepared(value=value, features=ids, tokens=len(ids), prompt_tokens=self._prompt_tokens(prompt))
+        return self._prepared(value, ids, self._prompt_tokens(prompt))
+
+    def _prepared(self, value: Any, ids: list[int], prompt_tokens: int) -> Prepared:
+        """An input's ids, as windows where they are past the limit (chunk mode only reaches here so)."""
+        if self.max_tokens is not None and len(ids) > self.max_tokens:
+            windows = split_windows(ids, self.max_tokens, self._special_span)
+            return Prepared(value, windows, sum(len(w) for w in windows.ids), prompt_tokens)
+        return Prepared(value=value, features=ids, tokens=len(ids), prompt_tokens=prompt_tokens)
 
     def prepare_all(self, items: list[tuple[Any, EmbedOptions]]) -> list[Prepared | Exception]:
         """Texts truncated on the right (the usual case) in one fast-tokenizer
         call per (truncate, prompt); the rest one by one, as ``prepare``."""
         results: list[Prepared | Exception | None] = [None] * len(items)
-        together: dict[tuple[bool, str | None], list[int]] = {}
+        together: dict[tuple[str, str | None], list[int]] = {}
         for index, (value, options) in enumerate(items):
             if isinstance(value, str) and options.truncation_direction == "right":
                 try:
@@ -111,21 +130,20 @@ class SentenceEmbeddingTask:
                 except ParametersRejected as exc:
                     results[index] = exc
                     continue
-                truncate = self._truncate if options.truncate is None else options.truncate
-                together.setdefault((truncate, prompt), []).append(index)
+                together.setdefault((self._long_mode(options), prompt), []).append(index)
             else:
                 results[index] = prepared_or_error(self.prepare, value, options)
-        for (truncate, prompt), indices in together.items():
+        for (mode, prompt), indices in together.items():
+            truncate = mode == "truncate"
             texts = [(prompt or "") + items[i][0] for i in indices]
             encoded = self._tokenizer(texts, truncation=truncate and self.max_tokens is not None,
                                       max_length=self.max_tokens if truncate else None)["input_ids"]
             prompt_tokens = self._prompt_tokens(prompt)
             for i, ids in zip(indices, encoded):
-                if not truncate and self.max_tokens is not None and len(ids) > self.max_tokens:
+                if mode == "error" and self.max_tokens is not None and len(ids) > self.max_tokens:
                     results[i] = too_long(len(ids), self.max_tokens)
                 else:
-                    results[i] = Prepared(value=items[i][0], features=ids, tokens=len(ids),
-                                          prompt_tokens=prompt_tokens)
+                    results[i] = self._prepared(items[i][0], ids, prompt_tokens)
         return results  # type: ignore[return-value]
 
     def run(self, batch: list[Prepared], options: EmbedOptions) -> list[Any]:
@@ -153,14 +171,18 @@ class SentenceEmbeddingTask:
         return list(self.vectors(batch, normalize, dimensions).cpu().numpy())
 
     def vectors(self, batch: list[Prepared], normalize: bool | None, dimensions: int | None) -> torch.Tensor:
-        """The batch's final vectors (float32, on the device): pooled, through the heads."""
-        hidden, mask = self._hidden(batch)
+        """The batch's final vectors (float32, on the device): pooled, through the
+        heads, a chunked input's windows combined."""
+        rows, owners = expand(batch)
+        hidden, mask = self._hidden(rows)
         prompt_tokens = None
         if not self.chain.pooling.include_prompt:
-            prompt_tokens = torch.tensor([item.prompt_tokens for item in batch], device=mask.device)
+            prompt_tokens = torch.tensor([item.prompt_tokens for item in rows], device=mask.device)
         pooled = pool(hidden, mask, self.chain.pooling, prompt_tokens)
         if self._heads is not None:
             pooled = self._heads(pooled)
+        if owners is not None:
+            pooled = combine(pooled, rows, owners, len(batch), "mean")
         if dimensions is not None:
             pooled = pooled[:, :dimensions]
         if self.chain.normalizes if normalize is None else normalize:
@@ -176,6 +198,9 @@ class SentenceEmbeddingTask:
 
     def _padded(self, batch: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's ids padded on the tokenizer's side, and its attention mask, on the device."""
+        for item in batch:
+            if isinstance(item.features, Windows):  # /embed_all: no vector per token for a chunked input
+                raise InputRejected(f"input is {item.tokens} tokens long; /embed_all takes at most {self.max_tokens}")
         longest = max(item.tokens for item in batch)
         input_ids = torch.full((len(batch), longest), self._tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)

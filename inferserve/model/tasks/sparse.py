@@ -3,7 +3,7 @@
 
 Tokenization, prompts, truncation and batching are the sentence-embedding
 task's; the forward pass keeps the MLM logits and pools them with
-``st_chain.splade``. An answer lists each input's non-zero weights as TEI
+``st_chain.splade`` (a chunked input's windows combined by max). An answer lists each input's non-zero weights as TEI
 does: ``[[{"index": token id, "value": weight}]]``, indices ascending.
 """
 
@@ -21,14 +21,16 @@ from ..st_chain.reader import StChain, read_chain
 from ..st_chain.splade import splade_pool
 from .base import Prepared
 from .embeddings import SentenceEmbeddingTask
+from .long_inputs import combine, expand
 
 
 class SparseEmbeddingTask(SentenceEmbeddingTask):
-    def __init__(self, pipe: Any, model_dir: str, truncate: bool = True, chain: StChain | None = None) -> None:
+    def __init__(self, pipe: Any, model_dir: str, truncate: bool = True, chain: StChain | None = None,
+                 long_inputs: str | None = None) -> None:
         chain = chain if chain is not None else read_chain(model_dir)
         if chain.splade is None:
             raise ModelLoadError(f"{model_dir!r} has no SpladePooling module: it is not a sparse encoder")
-        super().__init__(pipe, model_dir, truncate=truncate, chain=chain)
+        super().__init__(pipe, model_dir, truncate=truncate, chain=chain, long_inputs=long_inputs)
         self.dimension = int(self._model.config.vocab_size)
 
     @property
@@ -52,9 +54,12 @@ class SparseEmbeddingTask(SentenceEmbeddingTask):
 
     @torch.inference_mode()
     def vectors(self, batch: list[Prepared], normalize: bool | None, dimensions: int | None) -> torch.Tensor:
-        logits, mask = self._logits(batch)
+        rows, owners = expand(batch)
+        logits, mask = self._logits(rows)
         assert self.chain.splade is not None
-        return splade_pool(logits, mask, self.chain.splade, self.chain.top_k)
+        pooled = splade_pool(logits, mask, self.chain.splade, self.chain.top_k)
+        # A chunked input's windows: their maximum weight per term.
+        return pooled if owners is None else combine(pooled, rows, owners, len(batch), "max")
 
     def _logits(self, batch: list[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         input_ids, mask = self._padded(batch)
