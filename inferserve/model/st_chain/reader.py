@@ -80,10 +80,13 @@ class StChain:
 
 
 def read_chain(model_dir: str) -> StChain:
-    """The chain of ``model_dir``; a plain transformers model: mean pooling, no heads."""
+    """The chain of ``model_dir``; a plain transformers model: mean pooling, no
+    heads (and the prompts of a config_sentence_transformers.json beside it)."""
     modules_path = os.path.join(model_dir, "modules.json")
     if not os.path.isfile(modules_path):
-        return StChain()
+        st_config = _json_if_there(os.path.join(model_dir, "config_sentence_transformers.json"))
+        prompts = {str(k): str(v) for k, v in (st_config.get("prompts") or {}).items()}
+        return StChain(prompts=tuple(sorted(prompts.items())))
     modules = _json(modules_path)
     if not isinstance(modules, list):
         raise ModelLoadError(f"{modules_path}: expected a list of modules")
