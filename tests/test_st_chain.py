@@ -129,3 +129,39 @@ def test_a_module_we_do_not_implement_is_a_load_error_naming_it(bert: Path, tmp_
     (model / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ModelLoadError, match="'sentence_transformers.models.WordWeights'"):
         read_chain(str(model))
+
+
+def test_bfloat16_agreement_is_measured_on_the_final_vectors(bert: Path, tmp_path: Path) -> None:
+    """The gate compares what the client gets (CLS, Dense tanh, Normalize), not the hidden states."""
+    import copy
+
+    import torch
+    import transformers
+
+    from inferserve.model.precision import CALIBRATION_TEXTS, Calibration, choose_precision
+    from inferserve.model.st_chain.calibration import final_vectors
+
+    model = build_st_model(tmp_path / "m", bert, pooling="cls", dense=((16, "Tanh"),), normalize=True)
+    pipe = transformers.pipeline("feature-extraction", model=str(model), device="cpu")
+    reference_model = copy.deepcopy(pipe.model)
+    calibration = Calibration(pipe, finish=final_vectors(str(model), "feature-extraction", "cpu"))
+    report = choose_precision(pipe, "feature-extraction", "cpu", "bfloat16", calibration=calibration)
+    assert report.dtype == "bfloat16" and report.min_cosine is not None
+    texts = list(CALIBRATION_TEXTS)
+    full = served_with(pipe, model, texts, reference_model)
+    reduced = served_with(pipe, model, texts, pipe.model)
+    cosines = torch.nn.functional.cosine_similarity(torch.from_numpy(full), torch.from_numpy(reduced), dim=1)
+    assert abs(report.min_cosine - float(cosines.min())) < 1e-3
+    assert report.min_cosine < 1.0
+
+
+def served_with(pipe: Any, model_dir: Path, texts: list[str], network: Any) -> np.ndarray:
+    """The embedding task's vectors with ``network`` as the transformer, inputs truncated as the calibration's."""
+    from inferserve.ipc import EmbedOptions
+    from inferserve.model.tasks.embeddings import SentenceEmbeddingTask
+
+    task = SentenceEmbeddingTask(pipe, str(model_dir))
+    task._model = network
+    task.max_tokens = 64
+    options = EmbedOptions()
+    return np.stack(task.run(task.prepare_all([(t, options) for t in texts]), options))

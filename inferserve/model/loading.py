@@ -159,7 +159,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     started = time.perf_counter()
     gate = Gate(spec.min_cosine, spec.max_prob_diff)
     # One calibration (features, float32 answers, float32 timing) for every check below.
-    calibration = Calibration(pipe)
+    from .st_chain.calibration import final_vectors
+
+    # Judged on the vectors the client gets (a sentence-transformers chain's pooling and heads).
+    calibration = Calibration(pipe, finish=final_vectors(spec.model, task, device))
     precision = _use_engine(pipe, task, spec, threads, gate, calibration) if spec.engine == "onnx" else None
     engine = "onnx" if precision is not None else "torch"
     if precision is None:
