@@ -165,3 +165,27 @@ def served_with(pipe: Any, model_dir: Path, texts: list[str], network: Any) -> n
     task.max_tokens = 64
     options = EmbedOptions()
     return np.stack(task.run(task.prepare_all([(t, options) for t in texts]), options))
+
+
+def test_onnx_runtime_transformer_then_the_heads(bert: Path, tmp_path: Path) -> None:
+    """--engine onnx exports the transformer only; pooling, Dense and Normalize run after it."""
+    pytest.importorskip("onnxruntime")
+    import transformers
+
+    from inferserve.model import engines
+    from inferserve.model.precision import Calibration, Gate, verify_engine
+    from inferserve.model.st_chain.calibration import final_vectors
+
+    model = build_st_model(tmp_path / "m", bert, pooling="cls", dense=((16, "Tanh"),), normalize=True)
+    pipe = transformers.pipeline("feature-extraction", model=str(model), device="cpu")
+    candidate = engines.onnx_model(pipe, "feature-extraction", str(model), str(tmp_path / "cache"), 1)
+    calibration = Calibration(pipe, finish=final_vectors(str(model), "feature-extraction", "cpu"))
+    report = verify_engine(pipe, "feature-extraction", candidate, Gate(), calibration=calibration)
+    assert report is not None and pipe.model is candidate
+    from inferserve.ipc import EmbedOptions
+    from inferserve.model.tasks.embeddings import SentenceEmbeddingTask
+
+    task = SentenceEmbeddingTask(pipe, str(model))
+    options = EmbedOptions()
+    got = np.stack(task.run(task.prepare_all([(t, options) for t in TEXTS]), options))
+    np.testing.assert_allclose(got, reference(model, TEXTS), atol=1e-4)
