@@ -12,32 +12,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ServerProcess, build_tiny_bert, start_together, stop_all
-from st_models import build_splade, build_st_model, build_tiny_decoder
+from helpers import ServerProcess
+from st_models import build_st_model, build_tiny_decoder
 
 TEXTS = ["hello world", "a decoder embedder pads on the left", "x"]
 PROMPTS = {"query": "Instruct: find passages\nQuery: ", "document": ""}
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, splade_model: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("st-server")
     decoder = build_st_model(root / "decoder", build_tiny_decoder(root / "qwen2"), pooling="lasttoken",
                              normalize=True, prompts=PROMPTS, default_prompt_name="query", similarity_fn_name="dot")
-    splade = build_splade(root / "splade", build_tiny_bert(root / "mlm", "BertForMaskedLM", seed=4))
-    return {"decoder": decoder, "splade": splade}
+    return {"decoder": decoder, "splade": splade_model}
 
 
 @pytest.fixture(scope="module")
-def servers(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    logs = tmp_path_factory.mktemp("st-logs")
-    started = {
-        "decoder": ServerProcess(["--model", str(models["decoder"]), "--long-inputs", "chunk"], logs / "d.log"),
-        "splade": ServerProcess(["--model", str(models["splade"])], logs / "s.log"),
-    }
-    start_together(list(started.values()))
-    yield started
-    stop_all(list(started.values()))
+def servers(models: dict[str, Path], splade_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory):
+    decoder = ServerProcess(["--model", str(models["decoder"]), "--long-inputs", "chunk"],
+                            tmp_path_factory.mktemp("st-logs") / "decoder.log").start()
+    yield {"decoder": decoder, "splade": splade_server}
+    decoder.stop()
 
 
 def test_a_decoder_embedder_answers_every_embedding_route_as_encode(models, servers) -> None:

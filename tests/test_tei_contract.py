@@ -218,15 +218,8 @@ SPARSE_INVALID = [({"inputs": []}, 400), ({"inputs": ""}, 400), ({}, 422), ({"in
 
 
 @pytest.fixture(scope="module")
-def sparse_server(tmp_path_factory: pytest.TempPathFactory):
-    from helpers import build_tiny_bert
-    from st_models import build_splade
-
-    root = tmp_path_factory.mktemp("tei-sparse")
-    model = build_splade(root / "splade", build_tiny_bert(root / "mlm", "BertForMaskedLM", seed=4))
-    server = ServerProcess(["--model", str(model)], root / "server.log").start()
-    yield server
-    server.stop()
+def sparse_server(splade_server: ServerProcess) -> ServerProcess:
+    return splade_server
 
 
 def test_embed_sparse_follows_the_document(sparse_server: ServerProcess, server: ServerProcess) -> None:
