@@ -131,6 +131,18 @@ def test_a_module_we_do_not_implement_is_a_load_error_naming_it(bert: Path, tmp_
         read_chain(str(model))
 
 
+def test_a_head_on_the_token_vectors_is_a_load_error_not_skipped(bert: Path, tmp_path: Path) -> None:
+    from inferserve.model.errors import ModelLoadError
+    from inferserve.model.st_chain.reader import read_chain
+
+    model = build_st_model(tmp_path / "m", bert, dense=((32, "Tanh"),))
+    modules = json.loads((model / "modules.json").read_text())
+    modules[1], modules[2] = modules[2], modules[1]  # Dense before Pooling
+    (model / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ModelLoadError, match="not after a Pooling module"):
+        read_chain(str(model))
+
+
 def test_bfloat16_agreement_is_measured_on_the_final_vectors(bert: Path, tmp_path: Path) -> None:
     """The gate compares what the client gets (CLS, Dense tanh, Normalize), not the hidden states."""
     import copy

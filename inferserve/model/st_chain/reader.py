@@ -105,6 +105,13 @@ def read_chain(model_dir: str) -> StChain:
             splade = SpladeSpec(config.get("pooling_strategy", "max"), config.get("activation_function", "relu"))
         elif kind in ("Dense", "LayerNorm", "Normalize"):
             config = _json(os.path.join(folder, "config.json")) if kind != "Normalize" else {}
+            # Only heads on the pooled vector are served: one on the token
+            # vectors (before Pooling) or on SPLADE weights would be skipped.
+            if pooling is None or splade is not None or config.get("module_input_name", "sentence_embedding") \
+                    != "sentence_embedding":
+                raise ModelLoadError(f"{modules_path}: module {entry.get('name', entry.get('idx'))!r} of type "
+                                     f"{entry.get('type')!r} is not after a Pooling module on the sentence "
+                                     "embedding; inferserve serves heads only there")
             snake = {"Dense": "dense", "LayerNorm": "layer_norm", "Normalize": "normalize"}[kind]
             heads.append(HeadSpec(snake, folder, tuple(sorted(config.items()))))
         elif kind == "Dropout":
