@@ -45,7 +45,8 @@ def build_tasks(
     """The tasks of a loaded pipeline: the pipeline's own, and what its task adds."""
     from .pipeline import PipelineTask
 
-    # A cross-encoder (text-ranking) runs through the text-classification pipeline.
+    # A cross-encoder (text-ranking) runs through the text-classification
+    # pipeline, a sparse encoder through fill-mask's (its MLM head).
     pipeline_task = {"text-ranking": "text-classification", "sparse-embedding": "fill-mask"}.get(task, task)
     pipeline = PipelineTask(pipe, pipeline_task, truncate=truncate)
     tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline}, max_input_length=pipeline.max_tokens)
@@ -94,9 +95,8 @@ def build_tasks(
 
         tasks.batch[RequestKind.PREDICT] = PredictTask(pipe, truncate=truncate)
     if task == "text-ranking":
-        from .rerank import RerankTask
-
         from ..st_chain.cross_encoder import read_activation
+        from .rerank import RerankTask
 
         activation = read_activation(model_dir, len(tasks.id2label or {}) or 1)
         tasks.batch[RequestKind.RERANK] = RerankTask(pipe, truncate=truncate, activation=activation)
