@@ -114,3 +114,32 @@ def test_rerank_scores_equal_cross_encoder_predict(tmp_path: Path, activation: s
     np.testing.assert_allclose(got, expected, atol=1e-4)
     if activation == "Identity":
         assert (got < 0).any() or (got > 1).any() or not np.allclose(got, 1 / (1 + np.exp(-got)))
+
+
+def test_embed_sparse_on_onnx_runtime(mlm: Path, tmp_path: Path) -> None:
+    """--engine onnx runs the MLM transformer; SPLADE pooling runs after it, checked on the final weights."""
+    pytest.importorskip("onnxruntime")
+    from sentence_transformers import SparseEncoder
+
+    from inferserve.ipc import RequestKind
+    from inferserve.model import engines
+    from inferserve.model.precision import Calibration, Gate, verify_engine
+    from inferserve.model.st_chain.calibration import final_vectors
+
+    import transformers
+
+    from inferserve.model.tasks.sparse import SparseEmbeddingTask
+
+    model = build_splade(tmp_path / "splade", mlm)
+    pipe = transformers.pipeline("fill-mask", model=str(model), device="cpu")
+    candidate = engines.onnx_model(pipe, "sparse-embedding", str(model), str(tmp_path / "cache"), 1)
+    calibration = Calibration(pipe, finish=final_vectors(str(model), "sparse-embedding", "cpu"))
+    assert verify_engine(pipe, "sparse-embedding", candidate, Gate(), calibration=calibration) is not None
+    assert pipe.model is candidate
+    task = SparseEmbeddingTask(pipe, str(model))
+    answer = orjson.loads(_run(task, RequestKind.EMBED_SPARSE, TEXTS))
+    expected = SparseEncoder(str(model), device="cpu").encode(TEXTS).to_dense().numpy()
+    got = np.zeros_like(expected)
+    for row, weights in enumerate(answer):
+        got[row, [w["index"] for w in weights]] = [w["value"] for w in weights]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
