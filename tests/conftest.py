@@ -61,3 +61,19 @@ def fill_mask_server(shared_servers: dict[str, ServerProcess]) -> ServerProcess:
 @pytest.fixture(scope="session")
 def default_model_server(shared_servers: dict[str, ServerProcess]) -> ServerProcess:
     return shared_servers["default"]
+
+
+@pytest.fixture(scope="session")
+def splade_model(models_dir: Path) -> Path:
+    """A tiny SPLADE model saved by sentence-transformers' SparseEncoder (tests/st_models.py)."""
+    from st_models import build_splade
+
+    return build_splade(models_dir / "tiny-splade", build_tiny_bert(models_dir / "tiny-mlm", "BertForMaskedLM", seed=4))
+
+
+@pytest.fixture(scope="session")
+def splade_server(splade_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One SPLADE server for the modules that read from it (sparse routes, TEI's contract)."""
+    server = ServerProcess(["--model", str(splade_model)], tmp_path_factory.mktemp("logs") / "splade.log").start()
+    yield server
+    server.stop()

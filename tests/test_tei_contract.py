@@ -28,9 +28,9 @@ from helpers import ServerProcess, scrape
 
 DOCUMENT_PATH = Path(__file__).parent / "data" / "tei-openapi.json"
 DOCUMENT = json.loads(DOCUMENT_PATH.read_text())
-# The TEI operations this server serves (TEI's /embed_sparse, /similarity,
-# /rerank and /predict are not ours here).
-SERVED = ("/embed", "/embed_all", "/tokenize", "/decode", "/info", "/health", "/metrics")
+# The TEI operations the default model serves (/embed_sparse: a SPLADE
+# model's, checked below on one; /rerank and /predict are not ours here).
+SERVED = ("/embed", "/embed_all", "/similarity", "/tokenize", "/decode", "/info", "/health", "/metrics")
 LONG = "word " * 600
 
 
@@ -94,6 +94,9 @@ VALID = [
     ("/tokenize", {"inputs": "héllo world"}),
     ("/tokenize", {"inputs": ["hello world", "two"], "add_special_tokens": False}),
     ("/decode", {"ids": [101, 7592, 2088, 102]}),
+    ("/similarity", {"inputs": {"source_sentence": "What is Deep Learning?", "sentences": ["ML?", "cats"]}}),
+    ("/similarity", {"inputs": {"source_sentence": LONG, "sentences": ["x"]},
+                     "parameters": {"truncate": True, "truncation_direction": "Left", "prompt_name": None}}),
     ("/decode", {"ids": [[101, 7592, 102], [2088]], "skip_special_tokens": False}),
 ]
 
@@ -128,6 +131,14 @@ INVALID = [
     ("/decode", {"ids": [10**9]}, 422),
     ("/decode", {}, 422),
     ("/embed", {"inputs": "x", "foo": 1}, 422),  # a field TEI does not document
+    ("/similarity", {"inputs": {"source_sentence": "", "sentences": ["x"]}}, 400),
+    ("/similarity", {"inputs": {"source_sentence": "x", "sentences": []}}, 400),
+    ("/similarity", {"inputs": {"source_sentence": "x"}}, 422),
+    ("/similarity", {"inputs": ["x", "y"]}, 422),
+    ("/similarity", {"inputs": {"source_sentence": "x", "sentences": ["y"]}, "parameters": {"prompt_name": "q"}},
+     422),
+    ("/similarity", {"inputs": {"source_sentence": "x", "sentences": ["y"] * 300}}, 413),
+    ("/similarity", {"inputs": {"source_sentence": "x", "sentences": ["y"], "foo": 1}}, 422),
 ]
 OPENAI_INVALID = [
     ({"input": []}, 400),
@@ -208,3 +219,48 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server: Serv
     bad = {name: value - before.get(name, 0.0) for name, value in after.items()
            if name.startswith("inferserve_requests_total") and ('status="5' in name or 'status="424"' in name)}
     assert not {name: n for name, n in bad.items() if n}, bad
+
+
+# ---- /embed_sparse, on a tiny SPLADE model ------------------------------------
+
+SPARSE_VALID = [
+    {"inputs": "What is Deep Learning?"},
+    {"inputs": ["hello world", [101, 7592, 102]], "truncate": True, "truncation_direction": "Left"},
+    {"inputs": LONG, "prompt_name": None},
+]
+SPARSE_INVALID = [({"inputs": []}, 400), ({"inputs": ""}, 400), ({}, 422), ({"inputs": 5}, 422),
+                  ({"inputs": "x", "prompt_name": "nope"}, 422), ({"inputs": LONG, "truncate": False}, 422),
+                  ({"inputs": ["x"] * 300}, 413)]
+
+
+@pytest.fixture(scope="module")
+def sparse_server(splade_server: ServerProcess) -> ServerProcess:
+    return splade_server
+
+
+def test_embed_sparse_follows_the_document(sparse_server: ServerProcess, server: ServerProcess) -> None:
+    for body in SPARSE_VALID:
+        answer = check(sparse_server, "POST", "/embed_sparse", body, expect=200)
+        assert all(w["value"] != 0 for weights in answer for w in weights)
+    for body, status in SPARSE_INVALID:
+        error = check(sparse_server, "POST", "/embed_sparse", body, expect=status)
+        assert error["error_type"] in ("Validation", "Empty", "Tokenizer")
+    # The document's 424: a dense model's /embed_sparse, a sparse model's /embed.
+    assert check(server, "POST", "/embed_sparse", {"inputs": "x"}, expect=424)["error_type"] == "Backend"
+    assert check(sparse_server, "POST", "/embed", {"inputs": "x"}, expect=424)["error_type"] == "Backend"
+    check(sparse_server, "POST", "/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b"]}}, expect=200)
+
+
+@pytest.mark.timeout(300)
+def test_schemathesis_on_embed_sparse(sparse_server: ServerProcess, tmp_path: Path) -> None:
+    pytest.importorskip("schemathesis")
+    command = [
+        sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
+        "run", str(DOCUMENT_PATH), "--url", sparse_server.url,
+        "--checks", "not_a_server_error,response_schema_conformance",
+        "--include-path-regex", "^/embed_sparse$",
+        "--max-examples", "8", "--seed", "20", "--workers", "1",
+        "--generation-database", "none", "--no-color",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

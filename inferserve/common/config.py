@@ -41,6 +41,9 @@ class ModelSpec:
     # Worker process priority (os.nice); 0 by default: docs/design.md#worker-niceness.
     niceness: int = 0
     truncate: bool = True
+    # An embedding input past the model's limit: error, truncate or chunk
+    # (windows, combined); None: as truncate says.
+    long_inputs: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..common.config import ServerConfig
 from ..ipc import Call, Outcome, RequestKind
-from . import tei
+from . import tei, tei_sparse
 from .backend import InferenceBackend
 from .body import read_call
 from .errors import DeadlineExceeded, RequestError, WorkerUnavailable
@@ -87,6 +87,7 @@ async def info(request: web.Request) -> web.Response:
         "uptime_s": round(time.monotonic() - state.started_at, 3),
         "models": list(models.names),
     })
+    document.update(tei_sparse.info_fields(worker))
     return web.json_response(document, dumps=lambda v: orjson.dumps(v).decode())
 
 

@@ -29,6 +29,7 @@ from ..ipc import Call, RequestKind, WorkerReady
 from .backend import InferenceBackend
 from .errors import RequestError
 from .responses import openai_error, unavailable
+from .tei_sparse import check_model_kind
 
 # The model a request was answered by, for the metrics' ``model`` label.
 MODEL_LABEL = web.RequestKey("inferserve_model", str)
@@ -158,6 +159,7 @@ def _check_serves(call: Call, info: WorkerReady | None) -> None:
     answer this kind of call (before it is known: the worker says so)."""
     if info is None:
         return
+    check_model_kind(call, info)  # 424 naming the route a sparse (or dense) model serves
     if call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL) and info.embedding_dimension is None:
         raise RequestError(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings")
     tasks = _SERVING_TASKS.get(call.kind)

@@ -7,7 +7,7 @@ adding a record here (and its handler or parser). docs/design.md#routes.
 
 from __future__ import annotations
 
-from . import handlers, openapi, tei
+from . import handlers, openapi, tei, tei_sparse
 from .cohere_api import parse_cohere_rerank_v1, parse_cohere_rerank_v2
 from .inference_api import parse_pipeline
 from .models import list_models, retrieve_model
@@ -25,6 +25,10 @@ ROUTES: tuple[Route, ...] = (
           parse=tei.parse_embed, request="EmbedRequest", family=TEI),
     Route("POST", "/embed_all", "Every token's vector (TEI)", _TEI_TAG, "EmbedAllResponse",
           parse=tei.parse_embed_all, request="EmbedAllRequest", family=TEI),
+    Route("POST", "/embed_sparse", "Sparse embeddings of a SPLADE model: non-zero weights (TEI)", _TEI_TAG,
+          "EmbedSparseResponse", parse=tei_sparse.parse_embed_sparse, request="EmbedSparseRequest", family=TEI),
+    Route("POST", "/similarity", "Similarity of a source sentence to each sentence (TEI)", _TEI_TAG,
+          "SimilarityResponse", parse=tei_sparse.parse_similarity, request="SimilarityRequest", family=TEI),
     Route("POST", "/tokenize", "Tokens, offsets in UTF-8 bytes (TEI)", _TEI_TAG, "TokenizeResponse",
           parse=tei.parse_tokenize, request="TokenizeRequest", family=TEI),
     Route("POST", "/decode", "Token ids to text (TEI)", _TEI_TAG, "DecodeResponse",

@@ -29,6 +29,7 @@ from typing import Any
 import jsonschema_rs
 
 from .errors import RequestError
+from .sparse_schemas import REQUEST_SCHEMAS as SPARSE_REQUESTS, RESPONSE_SCHEMAS as SPARSE_RESPONSES
 
 REF = "#/components/schemas/"
 MAX_TOKEN_ID = 2**32 - 1  # TEI's ids are u32
@@ -187,6 +188,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
     },
 }
 
+REQUESTS.update(SPARSE_REQUESTS)  # TEI's /embed_sparse and /similarity (sparse_schemas.py)
+
 # Strict bodies: a field a request schema does not list is refused (the
 # parsers first name it: fields.only_known), not silently ignored.
 for _schema in REQUESTS.values():
@@ -257,6 +260,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
             "task": _STRING, "device": _STRING, "engine": _STRING, "precision": {"type": ["object", "null"]},
             "cost_model": {"type": ["object", "null"]},
             "embedding_dimension": {"type": ["integer", "null"]}, "ready": {"type": "boolean"},
+            "sparse": {"type": ["boolean", "null"]}, "similarity_fn_name": _STRING, "long_inputs": _STRING,
             "workers": _INTEGER, "max_batch_size": _INTEGER, "max_batch_delay_ms": _NUMBER,
             "batch_wait": {"enum": ["adaptive", "fixed"]}, "max_inputs": _INTEGER,
             "max_body_bytes": _INTEGER, "request_timeout_s": _NUMBER, "uptime_s": _NUMBER,
@@ -319,6 +323,7 @@ RESPONSES: dict[str, dict[str, Any]] = {
                     "additionalProperties": False, "properties": {"message": {"type": "string"}}},
 }
 
+RESPONSES.update(SPARSE_RESPONSES)  # TEI's /embed_sparse and /similarity (sparse_schemas.py)
 SCHEMAS: dict[str, dict[str, Any]] = {**REQUESTS, **RESPONSES}
 assert len(SCHEMAS) == len(REQUESTS) + len(RESPONSES), "a schema name is used twice"
 

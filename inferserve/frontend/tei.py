@@ -39,28 +39,28 @@ _INPUT = "a string, a list of token ids, or a list of those"
 
 def parse_embed(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
     """``POST /embed``: TEI's EmbedRequest."""
-    document = _document(body, content_type, schema)
+    document = document_of(body, content_type, schema)
     call = _embed_call(document, config)
     fields.checked(document, schema)  # the document's word (schemas.py), after the messages
     return call
 
 
 def _embed_call(document: dict[str, Any], config: ServerConfig) -> Call:
-    return Call(RequestKind.EMBED, _embed_inputs(document, config), embed=_embed_options(document, pooled=True))
+    return Call(RequestKind.EMBED, embed_inputs(document, config), embed=embed_options(document, pooled=True))
 
 
 def parse_embed_all(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
     """``POST /embed_all``: TEI's EmbedAllRequest (no pooling options)."""
-    document = _document(body, content_type, schema)
-    inputs = _embed_inputs(document, config)
-    call = Call(RequestKind.EMBED_ALL, inputs, embed=_embed_options(document, pooled=False))
+    document = document_of(body, content_type, schema)
+    inputs = embed_inputs(document, config)
+    call = Call(RequestKind.EMBED_ALL, inputs, embed=embed_options(document, pooled=False))
     fields.checked(document, schema)
     return call
 
 
 def parse_tokenize(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
     """``POST /tokenize``: TEI's TokenizeRequest (texts only, no token ids)."""
-    document = _document(body, content_type, schema)
+    document = document_of(body, content_type, schema)
     raw = fields.required(document, "inputs")
     if isinstance(raw, str):
         inputs: tuple[Any, ...] = (fields.text(raw, "inputs"),)
@@ -77,7 +77,7 @@ def parse_tokenize(body: bytes, content_type: str, config: ServerConfig, schema:
 
 def parse_decode(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
     """``POST /decode``: TEI's DecodeRequest (``ids``: one id list or several)."""
-    document = _document(body, content_type, schema)
+    document = document_of(body, content_type, schema)
     raw = fields.required(document, "ids")
     single = isinstance(raw, list) and (not raw or not isinstance(raw[0], list))
     if single:
@@ -100,7 +100,7 @@ def parse_root_embed(body: bytes, content_type: str, config: ServerConfig, schem
         text = fields.text(fields.utf8(body), BODY)
         validate(text, "EmbedTextBody", 422)
         return Call(RequestKind.EMBED, (text,), single=True, embed=EmbedOptions(normalize=True))
-    document = _document(body, content_type, schema)
+    document = document_of(body, content_type, schema)
     parameters = document.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise fields.invalid("parameters", "a JSON object")
@@ -115,7 +115,7 @@ def parse_root_embed(body: bytes, content_type: str, config: ServerConfig, schem
 
 def parse_rerank(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
     """``POST /rerank``: TEI's RerankRequest."""
-    document = _document(body, content_type, schema)
+    document = document_of(body, content_type, schema)
     query = fields.text(fields.required(document, "query"), "query", _RANK_EMPTY, blank=True)
     raw = fields.items(fields.required(document, "texts"), "texts", config.max_inputs, "a list of strings",
                        _RANK_EMPTY)
@@ -134,7 +134,7 @@ def parse_rerank(body: bytes, content_type: str, config: ServerConfig, schema: s
 
 def parse_predict(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
     """``POST /predict``: TEI's PredictRequest; each input a text or a [text, text_pair]."""
-    document = _document(body, content_type, schema)
+    document = document_of(body, content_type, schema)
     inputs, single = _predict_inputs(fields.required(document, "inputs"), config.max_inputs)
     params: dict[str, Any] = {"raw_scores": fields.boolean(document, "raw_scores", False)}
     truncate, direction = fields.truncation(document)
@@ -189,14 +189,14 @@ def _model_type(worker: WorkerReady | None) -> dict[str, Any] | None:
 # ---- parsing helpers ---------------------------------------------------------
 
 
-def _document(body: bytes, content_type: str, schema: str) -> dict[str, Any]:
+def document_of(body: bytes, content_type: str, schema: str) -> dict[str, Any]:
     """The JSON body, with no field its schema does not document."""
     document = fields.json_request(body, content_type, '{"inputs": ...}')
     fields.only_known(document, fields.known_fields(schema))
     return document
 
 
-def _embed_inputs(document: dict[str, Any], config: ServerConfig) -> tuple[Any, ...]:
+def embed_inputs(document: dict[str, Any], config: ServerConfig) -> tuple[Any, ...]:
     """TEI's Input: a string or a token-id list, or a list of those."""
     raw = fields.required(document, "inputs")
     if isinstance(raw, str) or (isinstance(raw, list) and raw and all(fields.is_integer(v) for v in raw)):
@@ -212,7 +212,7 @@ def _embed_input(value: Any, where: str) -> Any:
     raise fields.invalid(where, "a string or a list of token ids")
 
 
-def _embed_options(document: dict[str, Any], pooled: bool) -> EmbedOptions:
+def embed_options(document: dict[str, Any], pooled: bool) -> EmbedOptions:
     truncate, direction = fields.truncation(document)
     prompt_name = fields.optional_text(document, "prompt_name")
     if not pooled:

@@ -25,7 +25,8 @@ log = logging.getLogger("inferserve.worker")
 ENGINES = ("auto", "torch", "onnx")
 # Tasks whose whole forward pass is one call of the network (no generate loop).
 _ONNX_TASKS = frozenset({"feature-extraction", "fill-mask", "text-classification", "text-ranking",
-                         "token-classification", "zero-shot-classification", "question-answering"})
+                         "token-classification", "zero-shot-classification", "question-answering",
+                         "sparse-embedding"})
 
 
 def default_cache_dir() -> str:

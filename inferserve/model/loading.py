@@ -79,6 +79,27 @@ def infer_task(model: str) -> str:
     raise ModelLoadError(f"cannot infer the task from architectures {architectures}; pass --task")
 
 
+# Our tasks that load through another task's transformers pipeline.
+_PIPELINE_OF_TASK = {"text-ranking": "text-classification", "sparse-embedding": "fill-mask"}
+
+
+def _sentence_transformers_task(model: str, task: str) -> str:
+    """Read a sentence-transformers directory's modules before any weight
+    (an unknown module fails start-up at once, naming it); one ending in
+    SPLADE pooling is a sparse encoder, whatever its architecture says."""
+    if task not in ("feature-extraction", "fill-mask", "sparse-embedding") or not os.path.isfile(
+            os.path.join(model, "modules.json")):
+        return task
+    from .st_chain.reader import read_chain
+
+    chain = read_chain(model)
+    if chain.sparse:
+        return "sparse-embedding"
+    if task == "sparse-embedding":
+        raise ModelLoadError(f"{model!r} has no SpladePooling module: it is not a sparse encoder")
+    return task
+
+
 def _num_labels(config: dict[str, Any]) -> int:
     """A config.json's label count (transformers' default 2 when it names none).
     One label on a sequence classifier is a cross-encoder: task text-ranking."""
@@ -101,6 +122,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     # Before the imports (seconds of them): a mistyped path or an unknown task fails at once.
     _check_local_path(spec.model)
     task = spec.task or infer_task(spec.model)
+    task = _sentence_transformers_task(spec.model, task)
 
     started = time.perf_counter()
     import torch
@@ -128,8 +150,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         if _served_by_us(task):
             pipe = build_own_pipeline(task, spec.model, device, dtype)
         else:
-            # text-ranking (a cross-encoder) loads through the text-classification pipeline.
-            pipeline_task = "text-classification" if task == "text-ranking" else task
+            # text-ranking (a cross-encoder) loads through the text-classification
+            # pipeline, a sparse encoder (an MLM head) through fill-mask's.
+            pipeline_task = _PIPELINE_OF_TASK.get(task, task)
             pipe = transformers.pipeline(pipeline_task, model=spec.model, device=device, dtype=dtype)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load {spec.model!r} for task {task!r}: {exc}") from exc
@@ -140,7 +163,10 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     started = time.perf_counter()
     gate = Gate(spec.min_cosine, spec.max_prob_diff)
     # One calibration (features, float32 answers, float32 timing) for every check below.
-    calibration = Calibration(pipe)
+    from .st_chain.calibration import final_vectors
+
+    # Judged on the vectors the client gets (a sentence-transformers chain's pooling and heads).
+    calibration = Calibration(pipe, finish=final_vectors(spec.model, task, device))
     # A choice made at an earlier start (same files, versions, device, request) is reused untimed.
     choices = ChoiceCache(spec, task, device, threads)
     choice = choices.reuse(pipe, gate, calibration)

@@ -91,16 +91,20 @@ def _cpu_has_bf16() -> bool:
 
 
 Timer = Callable[[Any, Any], float]
+Finish = Callable[[Any, dict[str, Any]], Any]  # (raw output, features) -> the vectors the client gets
 
 
 class Calibration:
     """The calibration batch and the float32 torch model's answers to it,
     each computed once: the precision choice and the engine check share them."""
 
-    def __init__(self, pipe: Any, timer: Timer | None = None) -> None:
+    def __init__(self, pipe: Any, timer: Timer | None = None, finish: Finish | None = None) -> None:
         self.time_forward = timer or _time_forward
         self._pipe = pipe
         self._model = pipe.model  # float32 torch: the reference
+        # What the client gets from the raw output (a sentence-transformers
+        # chain's pooling and heads): agreement is measured on that.
+        self.finish = finish
 
     @functools.cached_property
     def features(self) -> dict[str, Any] | None:
@@ -108,7 +112,7 @@ class Calibration:
 
     @functools.cached_property
     def reference(self) -> Any:
-        return _raw_output(self._model, self.features)
+        return _raw_output(self._model, self.features, self.finish)
 
     @functools.cached_property
     def reference_ms(self) -> float:
@@ -140,7 +144,8 @@ def choose_precision(
     reasons = []
     for name in candidates:
         candidate = copy.deepcopy(reference_model).to(getattr(torch, name))
-        agreement = _agreement(reference, _raw_output(candidate, features), features, task in SOFTMAX_TASKS)
+        agreement = _agreement(reference, _raw_output(candidate, features, calibration.finish), features,
+                               task in SOFTMAX_TASKS and calibration.finish is None)
         elapsed_ms = calibration.time_forward(candidate, features)
         speedup = reference_ms / elapsed_ms if elapsed_ms > 0 else 0.0
         note = f"{name}: {speedup:.2f}x float32's speed, min cosine {agreement.min_cosine:.6f}"
@@ -175,8 +180,8 @@ def verify_engine(
     features = calibration.features
     if features is None:
         return None
-    agreement = _agreement(calibration.reference, _raw_output(candidate, features), features,
-                           task in SOFTMAX_TASKS)
+    agreement = _agreement(calibration.reference, _raw_output(candidate, features, calibration.finish), features,
+                           task in SOFTMAX_TASKS and calibration.finish is None)
     note = f"min cosine {agreement.min_cosine:.6f}"
     if agreement.max_prob_diff is not None:
         note += f", max probability change {agreement.max_prob_diff:.2e}"
@@ -219,13 +224,13 @@ def _calibration_features(pipe: Any) -> dict[str, Any] | None:
     return {k: v.to(model.device) for k, v in encoded.items() if k in accepted}
 
 
-def _raw_output(model: Any, features: dict[str, Any]) -> Any:
+def _raw_output(model: Any, features: dict[str, Any], finish: Finish | None = None) -> Any:
     import torch
 
     with torch.inference_mode():
         output = model(**features)
-    first = output[0] if isinstance(output, (tuple, list)) else next(iter(output.values()))
-    return first.float()
+        first = output[0] if isinstance(output, (tuple, list)) else next(iter(output.values()))
+        return first.float() if finish is None else finish(first.float(), features)
 
 
 def _time_forward(model: Any, features: dict[str, Any]) -> float:

@@ -29,6 +29,9 @@ class TaskSet:
     pooling: str | None = None
     id2label: dict[int, str] | None = None
     sentence_transformers: bool = False
+    sparse: bool = False
+    similarity_fn_name: str | None = None
+    long_inputs: str | None = None  # an embedder's: error, truncate or chunk
 
     def warmup(self) -> None:
         for task in self.batch.values():
@@ -36,29 +39,49 @@ class TaskSet:
 
 
 def build_tasks(
-    pipe: Any, task: str, model_dir: str, truncate: bool, send: Callable[[FromWorker], None]
+    pipe: Any, task: str, model_dir: str, truncate: bool, send: Callable[[FromWorker], None],
+    long_inputs: str | None = None,
 ) -> TaskSet:
     """The tasks of a loaded pipeline: the pipeline's own, and what its task adds."""
     from .pipeline import PipelineTask
 
-    # A cross-encoder (text-ranking) runs through the text-classification pipeline.
-    pipeline = PipelineTask(pipe, "text-classification" if task == "text-ranking" else task, truncate=truncate)
+    # A cross-encoder (text-ranking) runs through the text-classification
+    # pipeline, a sparse encoder through fill-mask's (its MLM head).
+    pipeline_task = {"text-ranking": "text-classification", "sparse-embedding": "fill-mask"}.get(task, task)
+    pipeline = PipelineTask(pipe, pipeline_task, truncate=truncate)
     tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline}, max_input_length=pipeline.max_tokens)
     prompts: dict[str, str] = {}
     if task == "feature-extraction":
-        from .embeddings import TEI_POOLING_NAMES, SentenceEmbeddingTask
+        from .embeddings import SentenceEmbeddingTask
         from .token_embeddings import TokenEmbeddingTask
 
-        embedder = SentenceEmbeddingTask(pipe, model_dir, truncate=truncate)
-        log.info("sentence embeddings: %s pooling, normalize=%s, max %d tokens",
-                 embedder.config.mode, embedder.config.normalize, embedder.max_tokens)
+        embedder = SentenceEmbeddingTask(pipe, model_dir, truncate=truncate, long_inputs=long_inputs)
+        log.info("sentence embeddings: %s pooling, %d heads, normalize=%s, max %s tokens",
+                 embedder.pooling_name, len(embedder.chain.heads), embedder.chain.normalizes, embedder.max_tokens)
         tasks.batch[RequestKind.EMBED] = embedder
         tasks.batch[RequestKind.EMBED_ALL] = TokenEmbeddingTask(embedder)
         tasks.embedding_dimension = embedder.dimension
         tasks.max_input_length = embedder.max_tokens
-        tasks.pooling = TEI_POOLING_NAMES[embedder.config.mode]
+        tasks.pooling = embedder.pooling_name
         tasks.sentence_transformers = embedder.sentence_transformers
         prompts = embedder.prompts
+    if task == "sparse-embedding":
+        from .sparse import SparseEmbeddingTask
+
+        embedder = SparseEmbeddingTask(pipe, model_dir, truncate=truncate, long_inputs=long_inputs)
+        log.info("sparse embeddings: SPLADE %s pooling over %d terms", embedder.chain.splade, embedder.dimension)
+        tasks.batch[RequestKind.EMBED_SPARSE] = embedder
+        tasks.max_input_length = embedder.max_tokens
+        tasks.pooling = embedder.pooling_name
+        tasks.sentence_transformers = True
+        tasks.sparse = True
+        prompts = embedder.prompts
+    if task in ("feature-extraction", "sparse-embedding"):
+        from .similarity import SimilarityTask
+
+        tasks.batch[RequestKind.SIMILARITY] = SimilarityTask(embedder)
+        tasks.similarity_fn_name = embedder.chain.similarity_fn_name
+        tasks.long_inputs = embedder.long_inputs
     if task in ("text-classification", "text-ranking"):  # /info: TEI's classifier / reranker
         labels = getattr(pipe.model.config, "id2label", None) or {}
         tasks.id2label = {int(i): str(label) for i, label in labels.items()}
@@ -72,9 +95,11 @@ def build_tasks(
 
         tasks.batch[RequestKind.PREDICT] = PredictTask(pipe, truncate=truncate)
     if task == "text-ranking":
+        from ..st_chain.cross_encoder import read_activation
         from .rerank import RerankTask
 
-        tasks.batch[RequestKind.RERANK] = RerankTask(pipe, truncate=truncate)
+        activation = read_activation(model_dir, len(tasks.id2label or {}) or 1)
+        tasks.batch[RequestKind.RERANK] = RerankTask(pipe, truncate=truncate, activation=activation)
     if task == "text-generation":
         from .streaming import StreamingTask
 

@@ -37,6 +37,7 @@ class Prepared:
     value: Any  # what the client sent
     features: Any  # the tokenized input (or the value itself)
     tokens: int  # its length, for the token budget
+    prompt_tokens: int = 0  # leading tokens a pooling without the prompt leaves out
 
 
 class BatchTask(Protocol):

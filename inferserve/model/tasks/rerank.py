@@ -5,7 +5,8 @@ A cross-encoder is a sequence-classification model with one label: its one
 logit is the pair's relevance. Each (query, text) pair is one item in the
 batcher, so one request with 100 texts fills batches with its neighbours'
 pairs and respects the token budget like any other input. A score is the
-sigmoid of the logit, in float32 (``torch.sigmoid(logits.float())``), or
+activation sentence-transformers' ``CrossEncoder.predict`` applies to the
+logit (the model's ``activation_fn``, sigmoid by default; in float32), or
 the logit itself with ``raw_scores``; the answer lists the texts by score,
 highest first.
 """
@@ -30,8 +31,9 @@ _GROUP = "rerank"
 
 
 class RerankTask:
-    def __init__(self, pipe: Any, truncate: bool = True) -> None:
+    def __init__(self, pipe: Any, truncate: bool = True, activation: torch.nn.Module | None = None) -> None:
         self._scorer = PairScorer(pipe, truncate=truncate)
+        self._activation = activation if activation is not None else torch.nn.Sigmoid()
         if len(self._scorer.labels) != 1:
             raise ModelLoadError(
                 f"text-ranking needs a cross-encoder: a sequence-classification model with one label "
@@ -68,7 +70,7 @@ class RerankTask:
 
     def encode(self, outputs: list[Any], call: Call, options: RerankOptions, tokens: int) -> bytes:
         logits = torch.from_numpy(np.stack([row[:1] for row in outputs])[:, 0])  # float32
-        scores = (logits if options.raw_scores else torch.sigmoid(logits)).tolist()
+        scores = (logits if options.raw_scores else self._activation(logits)).tolist()
         order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep input order
         if options.top_n is not None:
             order = order[: options.top_n]

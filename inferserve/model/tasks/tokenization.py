@@ -47,6 +47,32 @@ def prompt_text(prompts: dict[str, str], name: str | None) -> str | None:
     return prompts[name]
 
 
+def prompt_length(tokenizer: Any, prompt: str) -> int:
+    """How many leading tokens of a prompted input are the prompt's (its
+    special start token included), as sentence-transformers counts them for
+    a pooling with ``include_prompt: false``: the prompt tokenized alone,
+    less a trailing special token."""
+    ids = tokenizer(prompt)["input_ids"]
+    if ids and ids[-1] in set(tokenizer.all_special_ids):
+        return len(ids) - 1
+    return len(ids)
+
+
+def lower_case(tokenizer: Any) -> None:
+    """Make a fast tokenizer lower-case its input first, as sentence-transformers
+    does for ``do_lower_case`` (a Lowercase normalizer in front of the rest)."""
+    from tokenizers.normalizers import Lowercase, Sequence
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        tokenizer.do_lower_case = True
+        return
+    current = backend.normalizer
+    if current is not None and "Lowercase" in repr(current):
+        return
+    backend.normalizer = Sequence([Lowercase()] + ([current] if current is not None else []))
+
+
 def encode_input(
     tokenizer: Any,
     value: Any,
