@@ -22,12 +22,12 @@ from pathlib import Path
 from bench import render
 from bench.harness import OUT
 from bench.scenarios import (
-    capacity, chaos, cluster, gpu, latency, mixed, passages, peers, precision, rerank, throughput,
+    capacity, chaos, cluster, gpu, latency, mixed, passages, peers, precision, rerank, rerank_mixed, throughput,
 )
 
 SCENARIOS = {"throughput": throughput, "latency": latency, "precision": precision, "peers": peers, "chaos": chaos,
              "capacity": capacity, "cluster": cluster, "gpu": gpu, "rerank": rerank, "passages": passages,
-             "mixed": mixed}
+             "mixed": mixed, "rerank-mixed": rerank_mixed}
 
 
 def build_parser() -> argparse.ArgumentParser:
