@@ -22,7 +22,7 @@ server's own count of pairs through the model, steadier: answers come in
 clumps) over the length-sorted limit taken just before.
 
     python -m bench rerank-mixed --write           # ~6 min after the wait
-    python -m bench rerank-mixed --rounds 1 --seconds 2 --concurrency 1 8 --docs 4 --wait-quiet 0 --out /tmp/rm.json
+    python -m bench rerank-mixed --rounds 1 --seconds 1 --concurrency 1 4 --docs 4 --count 32 --batch 8 --wait-quiet 0 --out /tmp/rm.json   # smoke
 """
 
 from __future__ import annotations
