@@ -40,7 +40,7 @@ import json
 import sys
 import time
 
-from bench.raw import arranged, first
+from bench.raw import first, ordered_limit
 
 BATCH_SIZES = (8, 16, 32, 64)
 
@@ -224,9 +224,10 @@ class RawRanker:
             logits = self.model(**encoded).logits
             return torch.sigmoid(logits.float()[:, 0]).tolist()
 
-    def limit(self, batch_size: int, seconds: float) -> float:
-        """Pairs/s over whole batches, in stream order, for at least ``seconds``."""
-        pairs = self.pairs
+    def limit(self, batch_size: int, seconds: float, pairs: list[list[str]] | None = None) -> float:
+        """Pairs/s over whole batches of ``pairs`` (the helper's stream), in
+        order, for at least ``seconds``."""
+        pairs = pairs or self.pairs
         batches = [[pairs[(start + j) % len(pairs)] for j in range(batch_size)]
                    for start in range(0, len(pairs), batch_size)]
         self.score(batches[0])  # warm this shape
@@ -245,13 +246,7 @@ class RawRanker:
         chunk = first(self.pairs, 4 * batch_size)
         lengths = [len(ids) for ids in self.tokenizer([q for q, _ in chunk], [d for _, d in chunk],
                                                       truncation=True)["input_ids"]]
-        chunk, efficiency = arranged(chunk, lengths, batch_size, order)
-        saved, self.pairs = self.pairs, chunk
-        try:
-            rate = self.limit(batch_size, seconds)  # the chunk is all 4 x B pairs, in this order
-        finally:
-            self.pairs = saved
-        return {"items_s": rate, "padding_efficiency": efficiency, "order": order}
+        return ordered_limit(self.limit, chunk, lengths, batch_size, seconds, order)
 
 
 def run_command(raw: RawRanker, command: str, rest: list[str]):
