@@ -114,7 +114,8 @@ def render_rerank_mixed(doc: dict) -> str:
                      f"{_median(x['server_side']['pairs_per_s'] for x in runs):.1f} | "
                      f"{summary['computed_ratio_to_sorted'][c]:.0%} | " + _window_cells(runs))
     goal = summary["goal"]
-    foreign = [r["foreign_cores_raw"] for r in rounds] + [x["foreign_cores"] for r in rounds for x in r["runs"].values()]
+    foreign = [r["foreign_cores_raw"] for r in rounds]
+    foreign += [x["foreign_cores"] for r in rounds for x in r["runs"].values()]
     lines += ["", "*Pairs/s*: answered requests/s x documents; *computed*: the server's own count of pairs through "
               "the model (`/metrics`) over the same window, steadier (a request is answered with its last pair). "
               f"Cores used by processes outside this run, per raw limit and server run: at most {max(foreign):.2f}.",

@@ -132,8 +132,7 @@ def post(url: str, data: str):
 def server_info(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as r:
         info = json.load(r)
-    keys = ("task", "dtype", "engine", "device", "workers", "max_batch_size", "max_batch_delay_ms", "batch_wait",
-            "cost_model")
+    keys = ("task", "dtype", "engine", "device", "workers", "max_batch_size", "max_batch_delay_ms", "batch_wait")
     return {k: info.get(k) for k in keys}
 
 

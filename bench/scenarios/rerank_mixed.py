@@ -22,7 +22,8 @@ server's own count of pairs through the model, steadier: answers come in
 clumps) over the length-sorted limit taken just before.
 
     python -m bench rerank-mixed --write           # ~6 min after the wait
-    python -m bench rerank-mixed --rounds 1 --seconds 1 --concurrency 1 4 --docs 4 --count 32 --batch 8 --wait-quiet 0 --out /tmp/rm.json   # smoke
+    python -m bench rerank-mixed --rounds 1 --seconds 1 --concurrency 1 4 --docs 4 --count 32 --batch 8
+        --wait-quiet 0 --out /tmp/rm.json          # smoke, one command (~3 min)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from contextlib import ExitStack
 
 from bench.harness import OUT, start_inferserve, write_json
 from bench.machine import ForeignCpu, add_quiet_arguments, load_average, wait_quiet
-from bench.passage_runs import counters, cpu_name, window_figures
+from bench.passage_runs import counters, cpu_name, get_json, window_figures
 from bench.passages import passages, queries
 from bench.rerank_raw import pair_stream, request
 from bench.scenarios.rerank import RawRanker, check_scores, measure_server, model_path, server_info, window
@@ -72,9 +73,9 @@ def run(args: argparse.Namespace) -> dict:
     bodies_file = write_json("rerank-mixed-bodies.json", bodies)
     server_args = ["--engine", "torch", "--request-timeout", "120", *shlex.split(args.server_args)]
     with ExitStack() as stack:
-        server = stack.enter_context(start_inferserve(path, "text-ranking", server_args, OUT / "rerank-mixed-server.log",
-                                                      args.server_root))
-        info = server_info(server.url("/info"))
+        log = OUT / "rerank-mixed-server.log"
+        server = stack.enter_context(start_inferserve(path, "text-ranking", server_args, log, args.server_root))
+        info = {**server_info(server.url("/info")), "cost_model": get_json(server.url("/info")).get("cost_model")}
         dtype = info.get("dtype") or "float32"
         print(f"[rerank-mixed] server {info}; loading the raw helper ({dtype}, {args.threads} threads) ...",
               flush=True)
