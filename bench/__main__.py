@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run `python -m inferserve` from this checkout (default: this one)")
     sub = p.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
     for name, module in SCENARIOS.items():
-        module.add_arguments(sub.add_parser(name, parents=[common], help=module.SUMMARY, description=module.__doc__,
+        # argparse formats help with %: mixed's "80% short queries" broke --help
+        module.add_arguments(sub.add_parser(name, parents=[common], help=module.SUMMARY.replace("%", "%%"),
+                                            description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     render.add_arguments(sub.add_parser("render", help="write a saved run's JSON into its Markdown section",
                                         description=render.__doc__,
