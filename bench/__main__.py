@@ -22,12 +22,13 @@ from pathlib import Path
 from bench import render
 from bench.harness import OUT
 from bench.scenarios import (
-    capacity, chaos, cluster, gpu, latency, mixed, passages, peers, precision, rerank, restart, throughput,
+    capacity, chaos, cluster, gpu, latency, mixed, passages, peers, precision, rerank, rerank_mixed, restart,
+    throughput,
 )
 
 SCENARIOS = {"throughput": throughput, "latency": latency, "precision": precision, "peers": peers, "chaos": chaos,
              "capacity": capacity, "cluster": cluster, "gpu": gpu, "rerank": rerank, "passages": passages,
-             "mixed": mixed, "restart": restart}
+             "mixed": mixed, "restart": restart, "rerank-mixed": rerank_mixed}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run `python -m inferserve` from this checkout (default: this one)")
     sub = p.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
     for name, module in SCENARIOS.items():
-        module.add_arguments(sub.add_parser(name, parents=[common], help=module.SUMMARY, description=module.__doc__,
+        # argparse formats help with %: mixed's "80% short queries" broke --help
+        module.add_arguments(sub.add_parser(name, parents=[common], help=module.SUMMARY.replace("%", "%%"),
+                                            description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     render.add_arguments(sub.add_parser("render", help="write a saved run's JSON into its Markdown section",
                                         description=render.__doc__,

@@ -66,7 +66,7 @@ def open_server_and_raw(stack: ExitStack, model: Model, path: str, texts: list[s
     in the precision and engine the server chose (from its /info)."""
     server = stack.enter_context(start_inferserve(path, model.task, server_args, OUT / f"{label}-server.log"))
     info = get_json(server.url("/info"))
-    dtype = info.get("dtype") or "auto"
+    dtype = info.get("dtype") or info.get("model_dtype") or "auto"  # model_dtype: TEI's name, where /info uses it
     engine = info.get("engine") or "torch"
     print(f"[{label}] server: {dtype} on {engine}; cost model {info.get('cost_model')}", flush=True)
     raw = stack.enter_context(RawHelper(model, path, texts, device, dtype, engine))

@@ -102,6 +102,24 @@ def openvino_network(pipe, task: str, model: str, cache_dir: str | None, dtype: 
     return openvino_models(pipe, task, model, cache_dir or default_cache_dir(), torch.get_num_threads(), [hint])[hint]
 
 
+def first(items: list, count: int) -> list:
+    """The first ``count`` of ``items``, cycling when there are fewer."""
+    return (items * (1 + count // len(items)))[:count]
+
+
+def ordered_limit(limit, items: list, lengths: list[int], batch_size: int, seconds: float, order: str) -> dict:
+    """``limit(batch_size, seconds, items)`` (items/s over whole batches) of
+    ``items`` as they come (``arrival``) or sorted by their token counts
+    ``lengths`` (``length``), with the padding efficiency of its batches:
+    real tokens over tokens padded to each batch's longest."""
+    if order == "length":
+        ranked = sorted(range(len(items)), key=lengths.__getitem__)
+        items, lengths = [items[i] for i in ranked], [lengths[i] for i in ranked]
+    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    return {"items_s": limit(batch_size, seconds, items),
+            "padding_efficiency": sum(lengths) / sum(len(b) * max(b) for b in batches), "order": order}
+
+
 def torch_dtype(name: str):
     import torch
 
@@ -212,8 +230,9 @@ class RawPipeline:
         for text in self.texts[:8]:
             self.pipe(text)
 
-    def limit(self, batch_size: int, seconds: float) -> float:
-        chunk = (self.texts * (1 + (4 * batch_size) // len(self.texts)))[: 4 * batch_size]
+    def limit(self, batch_size: int, seconds: float, texts: list[str] | None = None) -> float:
+        """Items/s over the first 4 x B of ``texts`` (the helper's)."""
+        chunk = first(texts or self.texts, 4 * batch_size)
         self.pipe(chunk[:batch_size], batch_size=batch_size)  # warm this shape
         done = 0
         started = time.perf_counter()
@@ -227,22 +246,12 @@ class RawPipeline:
         or sorted by their token count (``length``): mixed-length inputs
         padded to their batch's longest, or to a near neighbour's length."""
         tokenizer = getattr(self, "tokenizer", None) or self.pipe.tokenizer
-        chunk = (self.texts * (1 + (4 * batch_size) // len(self.texts)))[: 4 * batch_size]
+        chunk = first(self.texts, 4 * batch_size)
         network = getattr(self, "model", None) or self.pipe.model
         limit = min(tokenizer.model_max_length, 256 if isinstance(self, RawEmbedder) else 512,
                     getattr(network.config, "max_position_embeddings", 512))
         lengths = [min(len(ids), limit) for ids in tokenizer(chunk)["input_ids"]]
-        if order == "length":
-            ranked = sorted(range(len(chunk)), key=lengths.__getitem__)
-            chunk, lengths = [chunk[i] for i in ranked], [lengths[i] for i in ranked]
-        batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
-        padded = sum(len(b) * max(b) for b in batches)
-        saved, self.texts = self.texts, chunk
-        try:
-            rate = self.limit(batch_size, seconds)  # the chunk is all 4 x B texts, in this order
-        finally:
-            self.texts = saved
-        return {"items_s": rate, "padding_efficiency": sum(lengths) / padded, "order": order}
+        return ordered_limit(self.limit, chunk, lengths, batch_size, seconds, order)
 
     def single(self, calls: int) -> float:
         latencies = []

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.harness import HERE
 from bench.markdown import heading, interval, machine
-from bench.render_passages import render_mixed, render_passages
+from bench.render_passages import render_mixed, render_passages, render_rerank_mixed
 from bench.render_throughput import render_gpu, render_precision, throughput_body
 from bench.scenarios.rerank import DISTURBED_CORES
 
@@ -293,7 +293,7 @@ def render_rerank(doc: dict) -> str:
 RENDERERS = {"throughput": throughput_body, "precision": render_precision, "latency": render_latency, "peers": render_peers,
              "chaos": render_chaos, "cluster": render_cluster, "capacity": render_capacity, "gpu": render_gpu,
              "rerank": render_rerank, "passages": render_passages, "mixed": render_mixed,
-             "restart": render_restart}
+             "restart": render_restart, "rerank-mixed": render_rerank_mixed}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,13 +9,15 @@ what the head learned: the encoder is the real one, so is the tokenizer.
 
     python -m bench.rerank_raw --build DIR
 
-The helper: loads that model in float32, eager, ``torch.set_num_threads
-(--threads)``, prints ``{"ready": true, ...}``, then answers one JSON line per
+The helper: loads that model in --dtype (float32 by default), eager,
+``torch.set_num_threads(--threads)``, prints ``{"ready": true, ...}``, then answers one JSON line per
 command on stdin, like bench/raw.py (so the orchestrator can alternate its
 measurements with the server's):
 
     sweep SECONDS [reverse]  pairs/s at batch sizes 8, 16, 32, 64 (or 64..8)
     limit B SECONDS          pairs/s at batch size B
+    ordered B SECONDS ORDER  pairs/s and padding efficiency at batch size B over the first 4B
+                             pairs as they come or sorted by token count (ORDER: arrival, length)
     scores START COUNT       sigmoid scores of pairs[START:START+COUNT], one batch
 
 One batch: the tokenizer called once on its queries and documents
@@ -37,6 +39,8 @@ import contextlib
 import json
 import sys
 import time
+
+from bench.raw import first, ordered_limit
 
 BATCH_SIZES = (8, 16, 32, 64)
 
@@ -164,19 +168,22 @@ PASSAGES = [
 ]
 
 
-def request(i: int, documents: int) -> tuple[str, list[str]]:
+def request(i: int, documents: int, queries: list[str] = QUERIES,
+            passages: list[str] = PASSAGES) -> tuple[str, list[str]]:
     """Request ``i`` with ``documents`` documents: one query and the
     passages that follow the previous request's, cycling (so over
-    len(PASSAGES) requests every passage and query comes up equally often,
+    len(passages) requests every passage and query comes up equally often,
     whatever the count)."""
     start = i * documents
-    return QUERIES[i % len(QUERIES)], [PASSAGES[(start + j) % len(PASSAGES)] for j in range(documents)]
+    return queries[i % len(queries)], [passages[(start + j) % len(passages)] for j in range(documents)]
 
 
-def pair_stream(documents: int = 8, requests: int = 64) -> list[list[str]]:
+def pair_stream(documents: int = 8, requests: int = 64, queries: list[str] = QUERIES,
+                passages: list[str] = PASSAGES) -> list[list[str]]:
     """The raw helper's pairs: ``requests`` requests' pairs in order, as the
     server's queue holds them."""
-    return [[query, doc] for i in range(requests) for query, docs in [request(i, documents)] for doc in docs]
+    return [[query, doc] for i in range(requests) for query, docs in [request(i, documents, queries, passages)]
+            for doc in docs]
 
 
 def build(directory: str, seed: int = 0) -> None:
@@ -194,7 +201,7 @@ def build(directory: str, seed: int = 0) -> None:
 
 
 class RawRanker:
-    def __init__(self, model: str, pairs: list[list[str]], threads: int) -> None:
+    def __init__(self, model: str, pairs: list[list[str]], threads: int, dtype: str = "float32") -> None:
         import torch
         import transformers
 
@@ -202,7 +209,8 @@ class RawRanker:
         torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(model)
-        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32).eval()
+        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model, dtype=getattr(torch, dtype)).eval()
         self.pairs = pairs
         self.threads = torch.get_num_threads()
         self.score(pairs[:8])  # warm up
@@ -216,9 +224,10 @@ class RawRanker:
             logits = self.model(**encoded).logits
             return torch.sigmoid(logits.float()[:, 0]).tolist()
 
-    def limit(self, batch_size: int, seconds: float) -> float:
-        """Pairs/s over whole batches, in stream order, for at least ``seconds``."""
-        pairs = self.pairs
+    def limit(self, batch_size: int, seconds: float, pairs: list[list[str]] | None = None) -> float:
+        """Pairs/s over whole batches of ``pairs`` (the helper's stream), in
+        order, for at least ``seconds``."""
+        pairs = pairs or self.pairs
         batches = [[pairs[(start + j) % len(pairs)] for j in range(batch_size)]
                    for start in range(0, len(pairs), batch_size)]
         self.score(batches[0])  # warm this shape
@@ -231,6 +240,14 @@ class RawRanker:
                 if time.perf_counter() - started >= seconds:
                     return done / (time.perf_counter() - started)
 
+    def ordered(self, batch_size: int, seconds: float, order: str) -> dict:
+        """``limit`` over the first 4 x B pairs as they come or sorted by
+        their token count (as the tokenizer pairs and truncates them)."""
+        chunk = first(self.pairs, 4 * batch_size)
+        lengths = [len(ids) for ids in self.tokenizer([q for q, _ in chunk], [d for _, d in chunk],
+                                                      truncation=True)["input_ids"]]
+        return ordered_limit(self.limit, chunk, lengths, batch_size, seconds, order)
+
 
 def run_command(raw: RawRanker, command: str, rest: list[str]):
     if command == "sweep":
@@ -238,6 +255,8 @@ def run_command(raw: RawRanker, command: str, rest: list[str]):
         return {b: raw.limit(b, float(rest[0])) for b in sizes}
     if command == "limit":
         return raw.limit(int(rest[0]), float(rest[1]))
+    if command == "ordered":
+        return raw.ordered(int(rest[0]), float(rest[1]), rest[2])
     if command == "scores":
         start, count = int(rest[0]), int(rest[1])
         return raw.score(raw.pairs[start:start + count])
@@ -251,6 +270,8 @@ def main() -> None:
     p.add_argument("--model", help="the cross-encoder's directory")
     p.add_argument("--pairs", help="JSON file: list of [query, document]")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="the weights' precision (scores leave as float32)")
     args = p.parse_args()
     if args.build:
         build(args.build, args.seed)
@@ -258,7 +279,7 @@ def main() -> None:
     if not (args.model and args.pairs):
         p.error("--model and --pairs (or --build DIR)")
     with open(args.pairs) as f, contextlib.redirect_stdout(sys.stderr):
-        raw = RawRanker(args.model, json.load(f), args.threads)
+        raw = RawRanker(args.model, json.load(f), args.threads, args.dtype)
     print(json.dumps({"ready": True, "dtype": str(raw.model.dtype).removeprefix("torch."), "threads": raw.threads,
                       "num_labels": raw.model.config.num_labels}), flush=True)
     for line in sys.stdin:

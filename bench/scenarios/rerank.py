@@ -103,8 +103,9 @@ def model_path() -> str:
 class RawRanker(RawHelper):
     """``python -m bench.rerank_raw`` kept alive (RawHelper's ask and close)."""
 
-    def __init__(self, path: str, pairs: Path, threads: int) -> None:
-        command = python_module("bench.rerank_raw", "--model", path, "--pairs", str(pairs), "--threads", str(threads))
+    def __init__(self, path: str, pairs: Path, threads: int, dtype: str = "float32") -> None:
+        command = python_module("bench.rerank_raw", "--model", path, "--pairs", str(pairs), "--threads", str(threads),
+                                "--dtype", dtype)
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         env=bench_env(), cwd=ROOT)
         self.loaded = self._read()  # {"ready": true, "dtype", "threads", "num_labels"}
@@ -135,13 +136,15 @@ def server_info(url: str) -> dict:
     return {**{k: info.get(k) for k in keys}, "dtype": info.get("model_dtype")}  # TEI's name in /info
 
 
-def check_scores(url: str, raw: RawRanker, requests: int = 4, documents: int = 8) -> dict:
-    """The server's scores for the first requests against the raw helper's
-    for the same pairs (one raw batch): the same model, the same sigmoid."""
+def check_scores(url: str, raw: RawRanker, bodies: list[str], documents: int) -> dict:
+    """The server's scores for ``bodies`` (the first requests, ``documents``
+    each) against the raw helper's for the same pairs (the first of its
+    stream, one raw batch): the same model, the same sigmoid."""
+    requests = len(bodies)
     expected = raw.ask(f"scores 0 {requests * documents}")
     worst = 0.0
-    for i in range(requests):
-        got = {rank["index"]: rank["score"] for rank in post(url, body(i, documents))}
+    for i, data in enumerate(bodies):
+        got = {rank["index"]: rank["score"] for rank in post(url, data)}
         worst = max(worst, *(abs(got[j] - expected[i * documents + j]) for j in range(documents)))
     return {"pairs": requests * documents, "max_abs_diff": worst,
             "score_range": [min(expected), max(expected)]}
@@ -197,6 +200,20 @@ def measure_server(url: str, metrics_url: str, bodies: Path, server_pid: int, co
     return result
 
 
+def window(args: argparse.Namespace, concurrency: int, documents: int, pairs_per_s: float,
+           batch: int) -> tuple[float, float, float]:
+    """A server run's expected latency, warm-up and window, seconds.
+
+    A request waits for its last pair: about concurrency x N pairs are
+    queued ahead of it, so its latency is about that over the pairs/s. Warm
+    up for one such latency (the first answers come in a clump) and measure
+    over several, and over at least 10 full batches (answers and counts move
+    by whole batches)."""
+    expected = concurrency * documents / pairs_per_s
+    return (expected, max(args.warmup, expected),
+            max(args.seconds, args.window_latencies * expected, 10 * batch / pairs_per_s))
+
+
 def run(args: argparse.Namespace) -> dict:
     quiet = wait_quiet(args.wait_quiet, args.wait_max)
     if not quiet["quiet"]:
@@ -231,22 +248,15 @@ def run(args: argparse.Namespace) -> dict:
                                                       args.server_root))
         url = server.url("/rerank")
         info = server_info(server.url("/info"))
-        check = check_scores(url, raw)
+        check = check_scores(url, raw, [body(i, 8) for i in range(4)], 8)
         print(f"[rerank] server {info}; scores vs raw over {check['pairs']} pairs: max |diff| "
               f"{check['max_abs_diff']:.2e}", flush=True)
         rounds = []
         for r in range(args.rounds):
             entry: dict = {"load_average": load_average(), "runs": {}, "skipped": []}
             for n in args.docs:
-                # A request waits for its last pair: about concurrency x N
-                # pairs are queued ahead of it, so its latency is about that
-                # over the pairs/s. Warm up for one such latency (the first
-                # answers come in a clump) and measure over several.
-                expected = args.concurrency * n / sweep[str(best)]
-                warmup = max(args.warmup, expected)
-                # ... and over at least 10 full batches (answers and counts move by whole batches).
-                seconds = max(args.seconds, args.window_latencies * expected,
-                              10 * (info.get("max_batch_size") or 32) / sweep[str(best)])
+                expected, warmup, seconds = window(args, args.concurrency, n, sweep[str(best)],
+                                                   info.get("max_batch_size") or 32)
                 cost = 2 + args.seconds + LOADGEN_START_S + warmup + seconds + expected + 1  # 2: wait_for_quiet's sample
                 if n != args.docs[0] and time.monotonic() - began + cost > args.budget:
                     entry["skipped"].append(n)
