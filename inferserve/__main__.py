@@ -33,6 +33,7 @@ from .common.config import (
     default_model_name,
     default_model_path,
 )
+from .common.model_path import missing_local_model
 from .frontend.access_log import AccessLogger, OffLoopLogging
 
 log = logging.getLogger("inferserve")
@@ -225,12 +226,9 @@ def _model_spec(args: argparse.Namespace, path: str) -> ModelSpec:
 
 
 def _check_local_model(model: str) -> None:
-    """A model named by a filesystem path (absolute, ./, ../, ~) must be
-    there, checked before any process starts; anything else may be a hub
-    id, which only the worker's transformers can resolve."""
-    path = os.path.expanduser(model)
-    if (os.path.isabs(path) or model.startswith(("./", "../", "~"))) and not os.path.exists(path):
-        raise StartupError(f"no model at {model!r}: no such file or directory (README.md#get-a-model)")
+    missing = missing_local_model(model)
+    if missing is not None:
+        raise StartupError(missing)
 
 
 async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = AccessLogger) -> int:

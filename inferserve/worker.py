@@ -52,7 +52,10 @@ def worker_main(
         log.info("warm-up batch ran in %.2fs", time.perf_counter() - warmup_started)
         cost = _measure_cost(loaded, tasks)
     except Exception as exc:  # noqa: BLE001 - report any load failure, then exit
-        log.exception("model failed to load")
+        # One line: the cause is usually the user's (a path, a task, a model
+        # we cannot serve); the traceback only with --log-level debug.
+        log.error("model failed to load: %s", exc)
+        log.debug("model load traceback", exc_info=True)
         channel.send(WorkerFailed(message=str(exc)[:MAX_ERROR_MESSAGE]))
         _exit(channel)
     from .model.serve_loop import ServeLoop

@@ -110,4 +110,5 @@ def test_a_module_we_do_not_implement_stops_start_up(models, tmp_path: Path) -> 
     server = ServerProcess(["--model", str(bad)], tmp_path / "bad.log").start(wait_ready=False)
     assert server.process is not None and server.process.wait(90) == 2  # a model it cannot serve: the user's, exit 2
     assert "'sentence_transformers.models.CNN' is not one inferserve implements" in server.log()
+    assert "Traceback" not in server.log()  # one line says why; the traceback only with --log-level debug
     server.stop()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..common.config import ModelSpec
+from ..common.model_path import missing_local_model
 from ..ipc import PrecisionReport
 from .choice_cache import Choice, ChoiceCache
 from .errors import ModelLoadError
@@ -56,10 +57,9 @@ def resolve_device(requested: str) -> str:
 
 
 def _check_local_path(model: str) -> None:
-    """A model named by a filesystem path (absolute, ./, ../) must be there;
-    anything else may be a hub id, which only transformers can resolve."""
-    if (os.path.isabs(model) or model.startswith(("./", "../"))) and not os.path.exists(model):
-        raise ModelLoadError(f"no model at {model!r}: no such file or directory")
+    missing = missing_local_model(model)
+    if missing is not None:
+        raise ModelLoadError(missing)
 
 
 def infer_task(model: str) -> str:
