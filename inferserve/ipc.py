@@ -218,12 +218,10 @@ class CostReport:
 
 
 @message
-class WorkerReady:
-    model: str
-    task: str
-    device: str
-    dtype: str
-    load_seconds: float
+class ModelFacts:
+    """What the loaded model is, as the front-end answers about it: the
+    worker's ``TaskSet.facts``, sent in ``WorkerReady.facts``."""
+
     embedding_dimension: int | None = None  # set when the model serves /embed
     # What /info reports in TEI's shape: the most tokens one input may have,
     # the pooling of /embed (TEI's names: mean, cls, ...), a classifier's
@@ -233,15 +231,25 @@ class WorkerReady:
     pooling: str | None = None
     id2label: dict[int, str] | None = None
     sentence_transformers: bool = False
-    precision: PrecisionReport | None = None
-    engine: str = "torch"  # what runs the forward pass (model/engines.py)
-    cost_model: CostReport | None = None  # what the batcher prices batches with (model/cost_model.py)
     # A sentence-transformers model's: whether it is a sparse encoder
     # (/embed_sparse, not /embed), its similarity_fn_name (/similarity), and
     # what --long-inputs does with an input past its limit.
     sparse: bool = False
     similarity_fn_name: str | None = None
     long_inputs: str | None = None
+
+
+@message
+class WorkerReady:
+    model: str
+    task: str
+    device: str
+    dtype: str
+    load_seconds: float
+    facts: ModelFacts = ModelFacts()
+    precision: PrecisionReport | None = None
+    engine: str = "torch"  # what runs the forward pass (model/engines.py)
+    cost_model: CostReport | None = None  # what the batcher prices batches with (model/cost_model.py)
 
 
 @message

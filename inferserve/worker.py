@@ -68,17 +68,10 @@ def worker_main(
             device=loaded.device,
             dtype=loaded.dtype,
             load_seconds=time.perf_counter() - started,
-            embedding_dimension=tasks.embedding_dimension,
-            max_input_length=tasks.max_input_length,
-            pooling=tasks.pooling,
-            id2label=tasks.id2label,
-            sentence_transformers=tasks.sentence_transformers,
+            facts=tasks.facts,
             precision=loaded.precision,
             engine=loaded.engine,
             cost_model=cost[1],
-            sparse=tasks.sparse,
-            similarity_fn_name=tasks.similarity_fn_name,
-            long_inputs=tasks.long_inputs,
         )
     )
     serve_loop.serve()
@@ -97,7 +90,7 @@ def _measure_cost(loaded: Any, tasks: Any) -> tuple[Any, CostReport]:
     if remembered is not None:
         return remembered
     measured = None if loaded.task == "text-generation" else measure_model(
-        loaded.pipeline.model, tasks.max_input_length)
+        loaded.pipeline.model, tasks.facts.max_input_length)
     if measured is not None and loaded.choices is not None:
         loaded.choices.remember_beside(loaded.choice, "cost_model", dataclasses.asdict(measured[1]))
     return measured or (DEFAULT_COST_MODEL, DEFAULT_COST_MODEL.report())

@@ -54,6 +54,7 @@ from inferserve.http import create_app  # noqa: E402
 from inferserve.ipc import (  # noqa: E402
     Call,
     InferResult,
+    ModelFacts,
     Outcome,
     StreamChunk,
     WorkerReady,
@@ -73,7 +74,7 @@ FRONT_END_FILES = (
 
 FILL_MASK = WorkerReady(model="/models/fake", task="fill-mask", device="cpu", dtype="float32", load_seconds=1.5)
 EMBEDDER = WorkerReady(model="/models/fake-embed", task="feature-extraction", device="cpu", dtype="float32",
-                       load_seconds=0.5, embedding_dimension=8)
+                       load_seconds=0.5, facts=ModelFacts(embedding_dimension=8))
 OK_BODY = b'[{"score":0.5,"token":7,"token_str":"x","sequence":"a x"}]'
 OK = InferResult(0, Outcome.OK, OK_BODY, batch_size=3, queue_ms=1.25, compute_ms=4.5)
 JSON = {"Content-Type": "application/json"}
@@ -264,11 +265,11 @@ CLASSIFIER = WorkerReady(model="/models/fake-cls", task="text-classification", d
                          load_seconds=0.5)
 # sentence-transformers models: a dense one (with a similarity function) and a SPLADE one.
 ST_EMBEDDER = WorkerReady(model="/models/fake-st", task="feature-extraction", device="cpu", dtype="float32",
-                          load_seconds=0.5, embedding_dimension=8, sentence_transformers=True,
-                          similarity_fn_name="cosine")
+                          load_seconds=0.5, facts=ModelFacts(embedding_dimension=8, sentence_transformers=True,
+                                                             similarity_fn_name="cosine"))
 SPARSE = WorkerReady(model="/models/fake-splade", task="sparse-embedding", device="cpu", dtype="float32",
-                     load_seconds=0.5, pooling="splade", sentence_transformers=True, sparse=True,
-                     similarity_fn_name="dot")
+                     load_seconds=0.5, facts=ModelFacts(pooling="splade", sentence_transformers=True, sparse=True,
+                                                        similarity_fn_name="dot"))
 # A model that serves each route, and a body it accepts.
 SERVED_BY = {
     "/": (FILL_MASK, {"inputs": "a [MASK]"}),

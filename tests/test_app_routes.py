@@ -17,7 +17,8 @@ from inferserve.frontend import openapi, tei
 from inferserve.frontend.route import TEI, Route
 from inferserve.http import ROUTES, create_app
 
-SENTENCE_TRANSFORMERS = replace(EMBEDDER, sentence_transformers=True)  # POST / takes /embed's body
+# POST / takes /embed's body
+SENTENCE_TRANSFORMERS = replace(EMBEDDER, facts=replace(EMBEDDER.facts, sentence_transformers=True))
 EXTRA = Route("POST", "/embed_twice", "An extra route, in the table only", "test", "EmbedResponse",
               parse=tei.parse_embed, request="EmbedRequest", family=TEI)
 

@@ -24,10 +24,10 @@ from helpers import ServerProcess, metric_samples, scrape
 from inferserve.__main__ import build_parser, config_from_args
 from inferserve.common.config import ModelSpec, NamedModel, ServerConfig
 from inferserve.http import create_app
-from inferserve.ipc import Call, InferResult, Outcome, WorkerReady
+from inferserve.ipc import Call, InferResult, ModelFacts, Outcome, WorkerReady
 
 EMBEDDER = WorkerReady(model="/m/emb", task="feature-extraction", device="cpu", dtype="float32",
-                       load_seconds=0.1, embedding_dimension=4)
+                       load_seconds=0.1, facts=ModelFacts(embedding_dimension=4))
 RANKER = WorkerReady(model="/m/rank", task="text-ranking", device="cpu", dtype="float32", load_seconds=0.1)
 
 

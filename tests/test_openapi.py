@@ -36,15 +36,15 @@ from inferserve.common.config import ModelSpec, ServerConfig
 from inferserve.frontend import cohere_api, inference_api, openai_api, openapi, schemas, tei
 from inferserve.frontend.errors import RequestError
 from inferserve.http import create_app
-from inferserve.ipc import InferResult, Outcome, WorkerReady
+from inferserve.ipc import InferResult, ModelFacts, Outcome, WorkerReady
 
 EMBEDDER = WorkerReady(model="m", task="feature-extraction", device="cpu", dtype="float32", load_seconds=0.1,
-                       embedding_dimension=8, sentence_transformers=True, pooling="mean")
+                       facts=ModelFacts(embedding_dimension=8, sentence_transformers=True, pooling="mean"))
 FILL_MASK = WorkerReady(model="m", task="fill-mask", device="cpu", dtype="float32", load_seconds=0.1)
 RERANKER = WorkerReady(model="m", task="text-ranking", device="cpu", dtype="float32", load_seconds=0.1,
-                       id2label={0: "LABEL_0"})
+                       facts=ModelFacts(id2label={0: "LABEL_0"}))
 CLASSIFIER = WorkerReady(model="m", task="text-classification", device="cpu", dtype="float32", load_seconds=0.1,
-                         id2label={0: "neg", 1: "pos"})
+                         facts=ModelFacts(id2label={0: "neg", 1: "pos"}))
 # The routes the brief of issue 20 names; every one must be in the document.
 EXPECTED = {("post", p) for p in ("/", "/embed", "/embed_all", "/tokenize", "/decode", "/rerank", "/predict",
                                   "/v1/embeddings", "/v1/rerank", "/v2/rerank")} | {

@@ -172,16 +172,16 @@ def test_prompts_from_the_sentence_transformers_config(
 def test_info_model_type_of_a_classifier_and_a_reranker() -> None:
     from inferserve.common.config import ModelSpec, ServerConfig
     from inferserve.frontend.tei import info_fields
-    from inferserve.ipc import WorkerReady
+    from inferserve.ipc import ModelFacts, WorkerReady
 
     config = ServerConfig(model=ModelSpec(model="m"))
-    labels = WorkerReady("m", "text-classification", "cpu", "float32", 1.0, id2label={0: "NEG", 1: "POS"})
+    labels = WorkerReady("m", "text-classification", "cpu", "float32", 1.0, ModelFacts(id2label={0: "NEG", 1: "POS"}))
     assert info_fields("m", config, labels)["model_type"] == {
         "classifier": {"id2label": {"0": "NEG", "1": "POS"}, "label2id": {"NEG": 0, "POS": 1}}}
-    scorer = WorkerReady("m", "text-classification", "cpu", "float32", 1.0, id2label={0: "LABEL_0"})
+    scorer = WorkerReady("m", "text-classification", "cpu", "float32", 1.0, ModelFacts(id2label={0: "LABEL_0"}))
     assert info_fields("m", config, scorer)["model_type"] == {
         "reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
-    fill_mask = WorkerReady("m", "fill-mask", "cpu", "float32", 1.0, max_input_length=512)
+    fill_mask = WorkerReady("m", "fill-mask", "cpu", "float32", 1.0, ModelFacts(max_input_length=512))
     fields = info_fields("m", config, fill_mask)
     assert fields["model_type"] is None and fields["max_input_length"] == 512
     assert fields["max_batch_tokens"] == config.batch.max_batch_size * 512

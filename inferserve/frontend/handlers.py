@@ -74,7 +74,7 @@ async def info(request: web.Request) -> web.Response:
         "engine": worker.engine if worker else config.model.engine,
         "precision": asdict(worker.precision) if worker and worker.precision else None,
         "cost_model": asdict(worker.cost_model) if worker and worker.cost_model else None,
-        "embedding_dimension": worker.embedding_dimension if worker else None,
+        "embedding_dimension": worker.facts.embedding_dimension if worker else None,
         "ready": backend.ready,
         "workers": config.workers,
         "max_batch_size": config.batch.max_batch_size,
@@ -96,7 +96,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     model ``/embed``'s (tei.parse_root_embed; openapi.py documents the same choice)."""
     model = request.app[MODELS_KEY].routed(request)  # None: admission answers 404
     worker = model.backend.info if model is not None and model.backend is not None else None
-    if worker is not None and worker.sentence_transformers:
+    if worker is not None and worker.facts.sentence_transformers:
         return await _serve(request, tei.parse_root_embed, "RootEmbedRequest", error_response)
     return await _serve(request, parse_pipeline, "PipelineRequest", error_response)
 

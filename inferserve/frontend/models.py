@@ -160,7 +160,7 @@ def _check_serves(call: Call, info: WorkerReady | None) -> None:
     if info is None:
         return
     check_model_kind(call, info)  # 424 naming the route a sparse (or dense) model serves
-    if call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL) and info.embedding_dimension is None:
+    if call.kind in (RequestKind.EMBED, RequestKind.EMBED_ALL) and info.facts.embedding_dimension is None:
         raise RequestError(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings")
     tasks = _SERVING_TASKS.get(call.kind)
     if tasks is None or info.task in tasks:

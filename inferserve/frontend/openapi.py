@@ -62,7 +62,7 @@ def undocumented(app: web.Application) -> list[str]:
 def _sentence_transformers(app: web.Application) -> list[bool]:
     """For each model: whether POST / takes /embed's body (as handlers.infer decides)."""
     models = app[MODELS_KEY].models
-    return [bool(m.backend is not None and m.backend.info is not None and m.backend.info.sentence_transformers)
+    return [bool(m.backend is not None and m.backend.info is not None and m.backend.info.facts.sentence_transformers)
             for m in models]
 
 

@@ -152,7 +152,7 @@ def info_fields(name: str, config: ServerConfig, worker: WorkerReady | None) -> 
     is what it was loaded from, TEI's --model-id: a directory or a hub id). ``model_type`` is null before a worker
     is ready and for tasks TEI does not serve (fill-mask, generation, ...);
     ``model_dtype`` is --dtype until the worker says what it chose."""
-    max_input_length = (worker.max_input_length if worker else None) or 0
+    max_input_length = (worker.facts.max_input_length if worker else None) or 0
     return {
         "model_id": worker.model if worker else config.model.model,
         "served_model_name": name,
@@ -176,10 +176,10 @@ def info_fields(name: str, config: ServerConfig, worker: WorkerReady | None) -> 
 def _model_type(worker: WorkerReady | None) -> dict[str, Any] | None:
     if worker is None:
         return None
-    if worker.pooling is not None:
-        return {"embedding": {"pooling": worker.pooling}}
-    if worker.id2label is not None:
-        labels = sorted(worker.id2label.items())
+    if worker.facts.pooling is not None:
+        return {"embedding": {"pooling": worker.facts.pooling}}
+    if worker.facts.id2label is not None:
+        labels = sorted(worker.facts.id2label.items())
         head = {"id2label": {str(i): label for i, label in labels}, "label2id": {label: i for i, label in labels}}
         # TEI: a sequence classifier with one output is a reranker.
         return {"reranker" if len(labels) == 1 else "classifier": head}

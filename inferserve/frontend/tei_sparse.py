@@ -62,14 +62,14 @@ def check_model_kind(call: Call, info: WorkerReady | None) -> None:
     the reverse, naming the route that serves this model."""
     if info is None:
         return
-    if info.sparse and call.kind in _DENSE_KINDS:
+    if info.facts.sparse and call.kind in _DENSE_KINDS:
         raise RequestError(400, "not_supported",
                            "this model is a sparse encoder (SPLADE): POST /embed_sparse serves it, not dense routes")
-    if call.kind is RequestKind.EMBED_SPARSE and not info.sparse:
-        route = "POST /embed" if info.embedding_dimension is not None else "its task's route"
+    if call.kind is RequestKind.EMBED_SPARSE and not info.facts.sparse:
+        route = "POST /embed" if info.facts.embedding_dimension is not None else "its task's route"
         raise RequestError(400, "not_supported", f"this model ({info.task}) is not a sparse encoder "
                                                  f"(SPLADE pooling); {route} serves it")
-    if call.kind is RequestKind.SIMILARITY and info.similarity_fn_name is None:
+    if call.kind is RequestKind.SIMILARITY and info.facts.similarity_fn_name is None:
         raise RequestError(400, "not_supported", f"this model ({info.task}) does not produce sentence embeddings; "
                                                  "/similarity needs an embedding model")
 
@@ -78,7 +78,7 @@ def info_fields(worker: WorkerReady | None) -> dict[str, object]:
     """``/info``'s sentence-transformers fields: whether the model is sparse,
     its similarity function, and what ``--long-inputs`` does."""
     return {
-        "sparse": worker.sparse if worker else None,
-        "similarity_fn_name": worker.similarity_fn_name if worker else None,
-        "long_inputs": worker.long_inputs if worker else None,
+        "sparse": worker.facts.sparse if worker else None,
+        "similarity_fn_name": worker.facts.similarity_fn_name if worker else None,
+        "long_inputs": worker.facts.long_inputs if worker else None,
     }

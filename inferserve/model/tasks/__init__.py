@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from typing import Any
 
-from ...ipc import FromWorker, RequestKind
+from ...ipc import FromWorker, ModelFacts, RequestKind
 from .base import BatchTask, DirectTask, StreamTask
 
 log = logging.getLogger("inferserve.worker")
@@ -23,15 +23,8 @@ class TaskSet:
     stream: StreamTask | None = None
     # Answered as read, without a batch: /tokenize and /decode.
     direct: dict[RequestKind, DirectTask] = field(default_factory=dict)
-    embedding_dimension: int | None = None
-    # For /info (TEI's fields), sent in WorkerReady.
-    max_input_length: int | None = None
-    pooling: str | None = None
-    id2label: dict[int, str] | None = None
-    sentence_transformers: bool = False
-    sparse: bool = False
-    similarity_fn_name: str | None = None
-    long_inputs: str | None = None  # an embedder's: error, truncate or chunk
+    # What the front-end answers about the model (/info's fields), sent in WorkerReady.
+    facts: ModelFacts = field(default_factory=ModelFacts)
 
     def warmup(self) -> None:
         for task in self.batch.values():
@@ -49,7 +42,8 @@ def build_tasks(
     # pipeline, a sparse encoder through fill-mask's (its MLM head).
     pipeline_task = {"text-ranking": "text-classification", "sparse-embedding": "fill-mask"}.get(task, task)
     pipeline = PipelineTask(pipe, pipeline_task, truncate=truncate)
-    tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline}, max_input_length=pipeline.max_tokens)
+    tasks = TaskSet(name=task, batch={RequestKind.PIPELINE: pipeline},
+                    facts=ModelFacts(max_input_length=pipeline.max_tokens))
     prompts: dict[str, str] = {}
     if task == "feature-extraction":
         from .embeddings import SentenceEmbeddingTask
@@ -60,10 +54,8 @@ def build_tasks(
                  embedder.pooling_name, len(embedder.chain.heads), embedder.chain.normalizes, embedder.max_tokens)
         tasks.batch[RequestKind.EMBED] = embedder
         tasks.batch[RequestKind.EMBED_ALL] = TokenEmbeddingTask(embedder)
-        tasks.embedding_dimension = embedder.dimension
-        tasks.max_input_length = embedder.max_tokens
-        tasks.pooling = embedder.pooling_name
-        tasks.sentence_transformers = embedder.sentence_transformers
+        tasks.facts = replace(tasks.facts, embedding_dimension=embedder.dimension, max_input_length=embedder.max_tokens,
+                              pooling=embedder.pooling_name, sentence_transformers=embedder.sentence_transformers)
         prompts = embedder.prompts
     if task == "sparse-embedding":
         from .sparse import SparseEmbeddingTask
@@ -71,20 +63,18 @@ def build_tasks(
         embedder = SparseEmbeddingTask(pipe, model_dir, truncate=truncate, long_inputs=long_inputs)
         log.info("sparse embeddings: SPLADE %s pooling over %d terms", embedder.chain.splade, embedder.dimension)
         tasks.batch[RequestKind.EMBED_SPARSE] = embedder
-        tasks.max_input_length = embedder.max_tokens
-        tasks.pooling = embedder.pooling_name
-        tasks.sentence_transformers = True
-        tasks.sparse = True
+        tasks.facts = replace(tasks.facts, max_input_length=embedder.max_tokens, pooling=embedder.pooling_name,
+                              sentence_transformers=True, sparse=True)
         prompts = embedder.prompts
     if task in ("feature-extraction", "sparse-embedding"):
         from .similarity import SimilarityTask
 
         tasks.batch[RequestKind.SIMILARITY] = SimilarityTask(embedder)
-        tasks.similarity_fn_name = embedder.chain.similarity_fn_name
-        tasks.long_inputs = embedder.long_inputs
+        tasks.facts = replace(tasks.facts, similarity_fn_name=embedder.chain.similarity_fn_name,
+                              long_inputs=embedder.long_inputs)  # an embedder's: error, truncate or chunk
     if task in ("text-classification", "text-ranking"):  # /info: TEI's classifier / reranker
         labels = getattr(pipe.model.config, "id2label", None) or {}
-        tasks.id2label = {int(i): str(label) for i, label in labels.items()}
+        tasks.facts = replace(tasks.facts, id2label={int(i): str(label) for i, label in labels.items()})
     if getattr(pipe, "tokenizer", None) is not None:
         from .tokenization import TokenizerTask
 
@@ -98,7 +88,7 @@ def build_tasks(
         from ..st_chain.cross_encoder import read_activation
         from .rerank import RerankTask
 
-        activation = read_activation(model_dir, len(tasks.id2label or {}) or 1)
+        activation = read_activation(model_dir, len(tasks.facts.id2label or {}) or 1)
         tasks.batch[RequestKind.RERANK] = RerankTask(pipe, truncate=truncate, activation=activation)
     if task == "text-generation":
         from .streaming import StreamingTask
