@@ -67,7 +67,9 @@ def test_the_cost_model_is_remembered_beside_the_choice(tmp_path: Path, monkeypa
 
     model = build_tiny_bert(tmp_path / "model", "BertModel")
     spec = ModelSpec(model=str(model), dtype="float32", engine="torch", cache_dir=str(tmp_path / "cache"))
-    tasks = type("Tasks", (), {"max_input_length": 64})()
+    from inferserve.ipc import ModelFacts
+
+    tasks = type("Tasks", (), {"facts": ModelFacts(max_input_length=64)})()
     timed: list[int] = []
     real_measure = cost_model.measure_model
 

@@ -118,6 +118,13 @@ class Calibration:
     def reference_ms(self) -> float:
         return self.time_forward(self._model, self.features)
 
+    def agreement(self, candidate: Any, task: str) -> _Agreement:
+        """``candidate``'s outputs on the calibration set against float32
+        torch's: the final vectors where ``finish`` makes them (a softmax
+        then has no meaning), else the raw outputs."""
+        return _agreement(self.reference, _raw_output(candidate, self.features, self.finish), self.features,
+                          task in SOFTMAX_TASKS and self.finish is None)
+
 
 def choose_precision(
     pipe: Any, task: str, device: str, requested: str, gate: Gate = Gate(), timer: Timer | None = None,
@@ -139,13 +146,12 @@ def choose_precision(
         pipe.model = pipe.model.to(getattr(torch, requested))
         return PrecisionReport(requested, requested, "as asked; not verified: no calibration for this model")
     reference_model = pipe.model
-    reference, reference_ms = calibration.reference, calibration.reference_ms
+    reference_ms = calibration.reference_ms
     best: tuple[str, Any, _Agreement, float] | None = None
     reasons = []
     for name in candidates:
         candidate = copy.deepcopy(reference_model).to(getattr(torch, name))
-        agreement = _agreement(reference, _raw_output(candidate, features, calibration.finish), features,
-                               task in SOFTMAX_TASKS and calibration.finish is None)
+        agreement = calibration.agreement(candidate, task)
         elapsed_ms = calibration.time_forward(candidate, features)
         speedup = reference_ms / elapsed_ms if elapsed_ms > 0 else 0.0
         note = f"{name}: {speedup:.2f}x float32's speed, min cosine {agreement.min_cosine:.6f}"
@@ -180,8 +186,7 @@ def verify_engine(
     features = calibration.features
     if features is None:
         return None
-    agreement = _agreement(calibration.reference, _raw_output(candidate, features, calibration.finish), features,
-                           task in SOFTMAX_TASKS and calibration.finish is None)
+    agreement = calibration.agreement(candidate, task)
     note = f"min cosine {agreement.min_cosine:.6f}"
     if agreement.max_prob_diff is not None:
         note += f", max probability change {agreement.max_prob_diff:.2e}"
@@ -204,11 +209,9 @@ def agrees(calibration: Calibration, task: str, candidate: Any, gate: Gate) -> b
     """Whether ``candidate``'s outputs on the calibration set pass ``gate``
     against the float32 torch model's, with no timing (a remembered choice
     is checked so); None where this model has no calibration."""
-    features = calibration.features
-    if features is None:
+    if calibration.features is None:
         return None
-    return _agreement(calibration.reference, _raw_output(candidate, features), features,
-                      task in SOFTMAX_TASKS).passes(gate)
+    return calibration.agreement(candidate, task).passes(gate)
 
 
 def _calibration_features(pipe: Any) -> dict[str, Any] | None:
