@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench import render
 from bench.harness import OUT
+from bench.machine import cpu_name
 from bench.scenarios import (
     capacity, chaos, cluster, gpu, latency, mixed, passages, peers, precision, rerank, rerank_mixed, restart,
     throughput,
@@ -60,7 +61,7 @@ def machine() -> dict:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    return {"cpus": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
+    return {"cpus": os.cpu_count(), "arch": platform.machine(), "cpu": cpu_name(), "python": platform.python_version(),
             **{package: version(package) for package in ("torch", "transformers", "aiohttp")}}
 
 

@@ -182,3 +182,17 @@ def wait_quiet(threshold: float, longest: float) -> dict:
         polls.append({"load_average": load_average(), "other_benchmarks": other_benchmarks()})
     return {"threshold": threshold, "waited_s": round(time.monotonic() - started), "polls": polls,
             "quiet": not busy(polls[-1])}
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name and the flags that decide precision choices (results
+    name the machine they were measured on: this one changes between sessions)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        return None
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    name = fields.get("model name")
+    notable = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in fields.get("flags", "").split()]
+    return f"{name} ({', '.join(notable)})" if name and notable else name

@@ -14,4 +14,5 @@ def heading(title: str, doc: dict, when: str = "date") -> str:
 
 def machine(doc: dict) -> str:
     m = doc["machine"]
-    return f"{m['cpus']} CPU cores ({m['arch']})"
+    # The CPU by name: figures from these noisy, changing machines mean little without it.
+    return f"{m['cpus']} CPU cores ({m.get('cpu') or m['arch']})"

@@ -18,16 +18,6 @@ _COUNTERS = ("inferserve_tokens_real_total", "inferserve_tokens_padded_total",
              "inferserve_items_computed_total")
 
 
-def cpu_name() -> str | None:
-    """The CPU's model name (results name the machine they were measured on)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            line = next((line for line in f if line.startswith("model name")), "")
-    except OSError:
-        return None
-    return line.partition(":")[2].strip() or None
-
-
 def get_json(url: str):
     require_loopback(url)
     with urllib.request.urlopen(url, timeout=10) as response:

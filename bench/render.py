@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.harness import HERE
+from bench.harness import DEFAULT_THROUGHPUT_MODELS, HERE
 from bench.markdown import heading, interval, machine
 from bench.render_passages import render_mixed, render_passages, render_rerank_mixed
 from bench.render_throughput import render_gpu, render_precision, throughput_body
@@ -36,6 +36,8 @@ def target(doc: dict) -> tuple[Path, str]:
     key = f"gpu {doc['results']['card']}" if scenario == "gpu" else scenario
     if scenario == "precision":  # one section per set of models measured, so a rerun of one adds its own
         key += "".join(f" {m['name']}" for m in doc["results"]["models"]) or " c1"
+    if scenario == "throughput" and doc["options"].get("models") not in (None, list(DEFAULT_THROUGHPUT_MODELS)):
+        key += "".join(f" {name}" for name in doc["options"]["models"])  # the full run's section stays
     if scenario in ("chaos", "restart"):  # one section per model, spares and label (before/after runs side by side)
         options = doc["options"]
         key += "".join(f" {part}" for part in (

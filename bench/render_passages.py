@@ -13,7 +13,7 @@ def _median(values) -> float:
 
 def _cpu(doc: dict) -> str:
     name = doc["results"].get("cpu")
-    return f"{machine(doc)}, {name}" if name else machine(doc)
+    return f"{machine(doc)}, {name}" if name and not doc["machine"].get("cpu") else machine(doc)
 
 
 def _cost(model: dict) -> str:

@@ -21,7 +21,7 @@ import pytest
 from helpers import ServerProcess, build_tiny_bert, scrape, wait_until
 from inferserve.common.config import ModelSpec
 from inferserve.common.preloaded_starts import PreloadedStarts
-from inferserve.model import precision
+from inferserve.model import choice_cache, precision
 from inferserve.model.loading import load_model
 
 # ---- the remembered choice (in-process) ------------------------------------------------
@@ -38,6 +38,7 @@ def test_the_choice_is_remembered_and_measured_again_when_it_disagrees_or_the_mo
         return 5.0 if str(model.dtype) == "torch.bfloat16" else 10.0
 
     monkeypatch.setattr(precision, "_time_forward", counting_timer)
+    monkeypatch.setattr(choice_cache, "machine_busy", lambda: None)  # the suite's own servers load the box
     first = load_model(spec)
     assert timed and first.precision.chosen == "measured" and first.precision.measured_at
     assert first.dtype == "bfloat16"
@@ -78,12 +79,25 @@ def test_the_cost_model_is_remembered_beside_the_choice(tmp_path: Path, monkeypa
         return real_measure(*args)
 
     monkeypatch.setattr(cost_model, "measure_model", counting_measure)
+    monkeypatch.setattr(choice_cache, "machine_busy", lambda: None)
     first_cost, first_report = worker._measure_cost(load_model(spec), tasks)
     assert timed == [1] and first_report.measured and not first_report.remembered
     again_cost, again_report = worker._measure_cost(load_model(spec), tasks)
     assert timed == [1]  # the restart read it back instead of timing again
     assert again_report.remembered and again_cost == first_cost
     assert load_model(spec).precision.chosen == "remembered"  # the choice itself still reads back
+
+
+def test_timings_taken_on_a_busy_machine_are_not_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_tiny_bert(tmp_path / "model", "BertForMaskedLM")
+    spec = ModelSpec(model=str(model), dtype="bfloat16", engine="torch", cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(choice_cache, "machine_busy", lambda: "load average 9.0 on 2 cores")
+    assert load_model(spec).precision.chosen == "measured"
+    assert load_model(spec).precision.chosen == "measured"  # nothing was written: measured again
+    assert not (tmp_path / "cache" / "choices").exists() or not any((tmp_path / "cache" / "choices").iterdir())
+    monkeypatch.setattr(choice_cache, "machine_busy", lambda: None)
+    load_model(spec)
+    assert load_model(spec).precision.chosen == "remembered"  # measured on a quiet machine: kept
 
 
 # ---- the preloaded helper (in-process) ---------------------------------------------------

@@ -20,7 +20,8 @@ import statistics
 from contextlib import ExitStack
 
 from bench.harness import MODELS, finish, load_command, spawn, write_bodies
-from bench.passage_runs import counters, cpu_name, open_server_and_raw, raw_limits, window_figures
+from bench.machine import cpu_name
+from bench.passage_runs import counters, open_server_and_raw, raw_limits, window_figures
 from bench.passages import passages, queries
 
 SUMMARY = "80% short queries + 20% passages: each class's p99 beside one passage batch (~3 min)"

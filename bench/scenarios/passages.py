@@ -21,7 +21,8 @@ import statistics
 from contextlib import ExitStack
 
 from bench.harness import MODELS, load, write_bodies
-from bench.passage_runs import counters, cpu_name, open_server_and_raw, raw_limits, window_figures
+from bench.machine import cpu_name
+from bench.passage_runs import counters, open_server_and_raw, raw_limits, window_figures
 from bench.passages import passages
 
 SUMMARY = "mixed-length passages: server vs raw arrival-order and length-sorted limits (~10 min)"

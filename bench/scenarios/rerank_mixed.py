@@ -36,7 +36,8 @@ from contextlib import ExitStack
 
 from bench.harness import OUT, start_inferserve, write_json
 from bench.machine import ForeignCpu, add_quiet_arguments, load_average, wait_quiet
-from bench.passage_runs import counters, cpu_name, get_json, window_figures
+from bench.machine import cpu_name
+from bench.passage_runs import counters, get_json, window_figures
 from bench.passages import passages, queries
 from bench.rerank_raw import pair_stream, request
 from bench.scenarios.rerank import RawRanker, check_scores, measure_server, model_path, server_info, window

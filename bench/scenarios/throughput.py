@@ -29,6 +29,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from bench.harness import (
+    DEFAULT_THROUGHPUT_MODELS,
     MODELS, OUT, Model, RawHelper, finish, load, probe_command, spawn, start_inferserve, write_bodies,
 )
 from bench.machine import ForeignCpu, rss_mb
@@ -39,7 +40,7 @@ SUMMARY = "raw pipeline limit vs the server at concurrency 1/8/64, alternating r
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="+", default=["minilm", "minilm-embed", "bert-base"], choices=sorted(MODELS))
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_THROUGHPUT_MODELS), choices=sorted(MODELS))
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 64])
     p.add_argument("--rounds", type=int, default=3, help="alternating raw/server rounds")
     p.add_argument("--seconds", type=float, default=6.0, help="length of each measurement (x3 for bert-base)")

@@ -58,6 +58,7 @@ class ChoiceCache:
         self._threads = threads
         self.key = choice_key(spec, task, device, threads)
         self.path = os.path.join(spec.cache_dir or default_cache_dir(), "choices", f"{self.key}.json")
+        self._untrusted = False  # it was timed on a busy machine: nothing of this start is written
 
     def recall(self) -> Choice | None:
         try:
@@ -80,6 +81,18 @@ class ChoiceCache:
         return stamped
 
     def _write(self, choice: Choice) -> None:
+        """Write the record, unless the timings it holds (the choice's, or the
+        cost model's written beside it) were taken on a busy machine: timed
+        while other work shared the cores (a slower engine looking faster, a
+        cost model all fixed cost), they would be kept for good; the next
+        start measures again instead."""
+        busy = machine_busy()  # every write holds timings taken at this start
+        if busy is not None or self._untrusted:
+            if busy is not None and not self._untrusted:
+                log.warning("the machine was busy while timing (%s): this choice is not remembered, "
+                            "the next start measures again", busy)
+            self._untrusted = True
+            return
         precision = dataclasses.replace(choice.precision, chosen="measured")  # what a later start reads
         record = {"format": _FORMAT, "engine": choice.engine, "precision": dataclasses.asdict(precision),
                   "extra": choice.extra}
@@ -146,6 +159,13 @@ class ChoiceCache:
             return None
         # A copy: the float32 model stays the reference until the check passes.
         return copy.deepcopy(pipe.model).to(getattr(torch, choice.precision.dtype))
+
+
+def machine_busy() -> str | None:
+    """Why timings taken now are not worth keeping (more runnable work than
+    1.5x the cores over the last minute), or None."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    return f"load average {load:.1f} on {cores} cores" if load > 1.5 * cores else None
 
 
 def choice_key(spec: ModelSpec, task: str, device: str, threads: int) -> str:

@@ -12,11 +12,20 @@ from .reader import SpladeSpec
 
 def splade_pool(logits: torch.Tensor, mask: torch.Tensor, spec: SpladeSpec, top_k: int | None = None) -> torch.Tensor:
     """(batch, tokens, vocabulary) logits -> (batch, vocabulary) sparse weights."""
-    weights = torch.log1p(torch.relu(logits * mask.unsqueeze(-1).to(logits.dtype)))
-    if spec.activation == "log1p_relu":
-        weights = torch.log1p(weights)
-    pooled = weights.max(dim=1).values if spec.pooling == "max" else weights.sum(dim=1)
+    masked = logits * mask.unsqueeze(-1).to(logits.dtype)
+    if spec.pooling == "max":
+        # relu and log1p never fall, so the max over tokens comes first and
+        # they run on (batch, vocabulary) alone: the same values, without two
+        # more passes over the (batch, tokens, vocabulary) tensor.
+        pooled = _activate(masked.amax(dim=1), spec)
+    else:
+        pooled = _activate(masked, spec).sum(dim=1)
     if top_k is not None and top_k < pooled.size(1):
         kept = pooled.topk(top_k, dim=1)
         pooled = torch.zeros_like(pooled).scatter_(1, kept.indices, kept.values)
     return pooled
+
+
+def _activate(values: torch.Tensor, spec: SpladeSpec) -> torch.Tensor:
+    weights = torch.log1p(torch.relu(values))
+    return torch.log1p(weights) if spec.activation == "log1p_relu" else weights
