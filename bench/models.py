@@ -65,7 +65,7 @@ def build_decoder_st(directory: str, shape: dict | None = None) -> None:
                         default_prompt_name="query").save(directory)
 
 
-def build_splade(directory: str, base_kind: str = "tiny-fill-mask") -> None:
+def build_splade(directory: str, base_kind: str = "tiny-fill-mask", active: int | None = None) -> None:
     """A BERT MLM (2 x 64, or ``base_kind``'s shape) with SPLADE max pooling; its MLM bias pushed down: sparse,
     as a trained one."""
     import torch
@@ -78,6 +78,19 @@ def build_splade(directory: str, base_kind: str = "tiny-fill-mask") -> None:
     transformer = Transformer(base, transformer_task="fill-mask", max_seq_length=128)
     with torch.no_grad():
         transformer.model.cls.predictions.bias.fill_(-0.5)
+        if active is not None:
+            # A trained SPLADE keeps a few hundred terms of the vocabulary (its
+            # training penalises the rest); random weights keep half. The bias
+            # is set so that ~``active`` terms of a sentence stay: the answer's
+            # size, and so its encoding, is a real model's.
+            model = transformer.model
+            encoded = transformer.tokenizer(["The quick brown fox jumps over the lazy dog.",
+                                             "Inference servers batch requests to keep the accelerator busy."],
+                                            return_tensors="pt", padding=True)
+            model.cls.predictions.bias.zero_()
+            top = model(**encoded).logits.amax(dim=1)
+            cut = torch.quantile(top.flatten(), 1 - active / top.size(1))
+            model.cls.predictions.bias.fill_(-float(cut))
     SparseEncoder(modules=[transformer, SpladePooling("max")], device="cpu").save(directory)
 
 
@@ -85,7 +98,7 @@ ST_BUILDERS = {
     "tiny-decoder-st": build_decoder_st,
     "tiny-splade": build_splade,
     "minilm-decoder-st": lambda directory: build_decoder_st(directory, MINILM_SHAPE),
-    "minilm-splade": lambda directory: build_splade(directory, "minilm-fill-mask"),
+    "minilm-splade": lambda directory: build_splade(directory, "minilm-fill-mask", active=200),
 }
 
 
