@@ -16,13 +16,13 @@ import hashlib
 import inspect
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ModelLoadError
 
 log = logging.getLogger("inferserve.worker")
 
-ENGINES = ("auto", "torch", "onnx")
 # Tasks whose whole forward pass is one call of the network (no generate loop).
 _ONNX_TASKS = frozenset({"feature-extraction", "fill-mask", "text-classification", "text-ranking",
                          "token-classification", "zero-shot-classification", "question-answering",
@@ -39,7 +39,7 @@ def onnx_available(task: str, pipe: Any) -> bool:
     import importlib.util
 
     installed = all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnxscript"))
-    return installed and task in _ONNX_TASKS and not getattr(pipe.model.config, "is_encoder_decoder", False)
+    return installed and serves(task, pipe)
 
 
 def onnx_model(pipe: Any, task: str, model_dir: str, cache_dir: str, threads: int) -> Any:
@@ -48,13 +48,10 @@ def onnx_model(pipe: Any, task: str, model_dir: str, cache_dir: str, threads: in
         import onnxruntime
     except ImportError as exc:
         raise ModelLoadError("--engine onnx needs ONNX Runtime: pip install 'inferserve[onnx]'") from exc
-    if task not in _ONNX_TASKS or getattr(pipe.model.config, "is_encoder_decoder", False):
-        raise ModelLoadError(f"--engine onnx does not serve {task} (a generation loop); use --engine torch")
-    model = pipe.model
-    probe = _probe_features(pipe)
-    inputs = list(probe)
-    outputs, output_class = _outputs_of(model, probe)
-    path = os.path.join(cache_dir, "onnx", _cache_key(model_dir, task, inputs, outputs) + ".onnx")
+    network = traced_network(pipe, task, "onnx")
+    model, probe, inputs, outputs, output_class = (network.model, network.probe, network.inputs, network.outputs,
+                                                   network.output_class)
+    path = os.path.join(cache_dir, "onnx", network.cache_key(model_dir, task) + ".onnx")
     if not os.path.isfile(path):
         _export(model, probe, inputs, outputs, path)
     options = onnxruntime.SessionOptions()
@@ -100,6 +97,36 @@ class OnnxRuntimeModel:
 
     def eval(self) -> OnnxRuntimeModel:
         return self
+
+
+def serves(task: str, pipe: Any) -> bool:
+    """Whether an exported engine can run this task's network (one forward
+    pass; not a generation loop)."""
+    return task in _ONNX_TASKS and not getattr(pipe.model.config, "is_encoder_decoder", False)
+
+
+@dataclass(frozen=True)
+class TracedNetwork:
+    """What an engine export needs of the pipeline's float32 torch network:
+    the network, a probe batch, its input and output names, its output class."""
+
+    model: Any
+    probe: dict[str, Any]
+    inputs: list[str]
+    outputs: list[str]
+    output_class: type
+
+    def cache_key(self, model_dir: str, task: str) -> str:
+        return _cache_key(model_dir, task, self.inputs, self.outputs)
+
+
+def traced_network(pipe: Any, task: str, engine: str) -> TracedNetwork:
+    """The pipeline's network, probed once, for ``engine`` (onnx, openvino) to export."""
+    if not serves(task, pipe):
+        raise ModelLoadError(f"--engine {engine} does not serve {task} (a generation loop); use --engine torch")
+    probe = _probe_features(pipe)
+    outputs, output_class = _outputs_of(pipe.model, probe)
+    return TracedNetwork(pipe.model, probe, list(probe), outputs, output_class)
 
 
 def _probe_features(pipe: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import os
 from typing import Any
 
 from ..ipc import PrecisionReport
-from .engines import _ONNX_TASKS, _cache_key, _outputs_of, _probe_features
+from .engines import TracedNetwork, serves, traced_network
 from .errors import ModelLoadError
 
 log = logging.getLogger("inferserve.worker")
@@ -37,8 +37,7 @@ HINT_DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 def openvino_available(task: str, pipe: Any) -> bool:
     """Whether OpenVINO is installed and could run this task's network (one
     forward pass, no generation loop)."""
-    return (importlib.util.find_spec("openvino") is not None and task in _ONNX_TASKS
-            and not getattr(pipe.model.config, "is_encoder_decoder", False))
+    return importlib.util.find_spec("openvino") is not None and serves(task, pipe)
 
 
 def cpu_precision_hints(core: Any) -> list[str]:
@@ -64,15 +63,11 @@ def openvino_models(pipe: Any, task: str, model_dir: str, cache_dir: str, thread
         import openvino
     except ImportError as exc:
         raise ModelLoadError("--engine openvino needs OpenVINO: pip install 'inferserve[openvino]'") from exc
-    if task not in _ONNX_TASKS or getattr(pipe.model.config, "is_encoder_decoder", False):
-        raise ModelLoadError(f"--engine openvino does not serve {task} (a generation loop)")
-    model = pipe.model
-    probe = _probe_features(pipe)
-    inputs = list(probe)
-    outputs, output_class = _outputs_of(model, probe)
-    path = os.path.join(cache_dir, "openvino", cache_key(model_dir, task, inputs, outputs) + ".xml")
+    network = traced_network(pipe, task, "openvino")
+    model, inputs, outputs, output_class = network.model, network.inputs, network.outputs, network.output_class
+    path = os.path.join(cache_dir, "openvino", cache_key(network, model_dir, task) + ".xml")
     if not os.path.isfile(path):
-        _convert(model, probe, inputs, outputs, path)
+        _convert(model, network.probe, inputs, outputs, path)
     core = openvino.Core()
     network = core.read_model(path)
     compiled = {}
@@ -84,12 +79,12 @@ def openvino_models(pipe: Any, task: str, model_dir: str, cache_dir: str, thread
     return compiled
 
 
-def cache_key(model_dir: str, task: str, inputs: list[str], outputs: list[str]) -> str:
+def cache_key(network: TracedNetwork, model_dir: str, task: str) -> str:
     """The ONNX export's key (model files, task, names, torch and
     transformers versions) with OpenVINO's version."""
     import openvino
 
-    stamp = f"{_cache_key(model_dir, task, inputs, outputs)}\n{openvino.__version__}"
+    stamp = f"{network.cache_key(model_dir, task)}\n{openvino.__version__}"
     return hashlib.sha256(stamp.encode()).hexdigest()[:24]
 
 
@@ -217,7 +212,7 @@ def openvino_candidates(pipe: Any, task: str, spec: Any, threads: int, device: s
             raise ModelLoadError(f"--engine openvino computes in float32 or bfloat16, not --dtype {spec.dtype}")
         if importlib.util.find_spec("openvino") is None:
             raise ModelLoadError("--engine openvino needs OpenVINO: pip install 'inferserve[openvino]'")
-        if task not in _ONNX_TASKS or getattr(pipe.model.config, "is_encoder_decoder", False):
+        if not serves(task, pipe):
             log.warning("--engine openvino does not serve %s (a generation loop): serving with torch", task)
             return {}
     elif spec.engine != "auto" or device != "cpu" or hints == [] or not openvino_available(task, pipe):
