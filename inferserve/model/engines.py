@@ -62,20 +62,20 @@ def onnx_model(pipe: Any, task: str, model_dir: str, cache_dir: str, threads: in
     return OnnxRuntimeModel(session, model.config, output_class, inputs, outputs)
 
 
-class OnnxRuntimeModel:
-    """Called like the torch model it replaces: named torch tensors in, a
-    ModelOutput with the same named outputs back."""
+class ExportedNetwork:
+    """An exported engine's network, called like the torch model it replaces:
+    named torch tensors in, a ModelOutput with the same named float32 outputs
+    back. Subclasses run the feed (``_run``)."""
 
-    def __init__(self, session: Any, config: Any, output_class: type, inputs: list[str], outputs: list[str]) -> None:
+    def __init__(self, config: Any, output_class: type, inputs: list[str], outputs: list[str]) -> None:
         import torch
 
-        self._session = session
         self._inputs = inputs
         self._outputs = outputs
         self._output_class = output_class
         self.config = config
         self.device = torch.device("cpu")
-        self.dtype = torch.float32
+        self.dtype = torch.float32  # what goes in and comes out
         self.pooler = None
 
     def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None) -> Any:
@@ -86,17 +86,31 @@ class OnnxRuntimeModel:
             given["token_type_ids"] = torch.zeros_like(input_ids)
         if given.get("attention_mask") is None and "attention_mask" in self._inputs:
             given["attention_mask"] = torch.ones_like(input_ids)
-        feed = {name: given[name].cpu().numpy() for name in self._inputs}
-        results = self._session.run(self._outputs, feed)
-        return self._output_class(**{name: torch.from_numpy(value) for name, value in zip(self._outputs, results)})
+        results = self._run({name: given[name].cpu().numpy() for name in self._inputs})
+        return self._output_class(**{name: torch.from_numpy(value).float()
+                                     for name, value in zip(self._outputs, results)})
 
     __call__ = forward
 
-    def to(self, *args: Any, **kwargs: Any) -> OnnxRuntimeModel:
-        return self  # ONNX Runtime runs what was exported (float32, CPU)
+    def _run(self, feed: dict[str, Any]) -> list[Any]:
+        raise NotImplementedError
 
-    def eval(self) -> OnnxRuntimeModel:
+    def to(self, *args: Any, **kwargs: Any) -> ExportedNetwork:
+        return self  # the engine runs what was exported (CPU, its own precision)
+
+    def eval(self) -> ExportedNetwork:
         return self
+
+
+class OnnxRuntimeModel(ExportedNetwork):
+    """An ONNX Runtime session (float32, CPU)."""
+
+    def __init__(self, session: Any, config: Any, output_class: type, inputs: list[str], outputs: list[str]) -> None:
+        super().__init__(config, output_class, inputs, outputs)
+        self._session = session
+
+    def _run(self, feed: dict[str, Any]) -> list[Any]:
+        return self._session.run(self._outputs, feed)
 
 
 def serves(task: str, pipe: Any) -> bool:

@@ -25,7 +25,7 @@ import os
 from typing import Any
 
 from ..ipc import PrecisionReport
-from .engines import TracedNetwork, serves, traced_network
+from .engines import ExportedNetwork, TracedNetwork, serves, traced_network
 from .errors import ModelLoadError
 
 log = logging.getLogger("inferserve.worker")
@@ -88,45 +88,19 @@ def cache_key(network: TracedNetwork, model_dir: str, task: str) -> str:
     return hashlib.sha256(stamp.encode()).hexdigest()[:24]
 
 
-class OpenVinoModel:
-    """Called like the torch model it replaces: named torch tensors in, a
-    ModelOutput with the same named outputs (float32) back."""
+class OpenVinoModel(ExportedNetwork):
+    """An OpenVINO compiled model (CPU, its precision hint)."""
 
     def __init__(self, compiled: Any, config: Any, output_class: type, inputs: list[str], outputs: list[str],
                  hint: str) -> None:
-        import torch
-
+        super().__init__(config, output_class, inputs, outputs)
         # One request, reused: the worker computes one batch at a time.
         self._request = compiled.create_infer_request()
-        self._inputs = inputs
-        self._outputs = outputs
-        self._output_class = output_class
-        self.hint = hint
-        self.config = config
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32  # what goes in and comes out; ``hint`` is what it computes in
-        self.pooler = None
+        self.hint = hint  # what it computes in; float32 goes in and comes out
 
-    def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None) -> Any:
-        import torch
-
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        if given.get("token_type_ids") is None and "token_type_ids" in self._inputs:
-            given["token_type_ids"] = torch.zeros_like(input_ids)
-        if given.get("attention_mask") is None and "attention_mask" in self._inputs:
-            given["attention_mask"] = torch.ones_like(input_ids)
-        feed = {name: given[name].cpu().numpy() for name in self._inputs}
+    def _run(self, feed: dict[str, Any]) -> list[Any]:
         results = self._request.infer(feed)  # copies the outputs: the next call reuses the buffers
-        return self._output_class(**{name: torch.from_numpy(results[index]).float()
-                                     for index, name in enumerate(self._outputs)})
-
-    __call__ = forward
-
-    def to(self, *args: Any, **kwargs: Any) -> OpenVinoModel:
-        return self  # OpenVINO runs what was compiled (CPU, its precision hint)
-
-    def eval(self) -> OpenVinoModel:
-        return self
+        return [results[index] for index in range(len(self._outputs))]
 
 
 def choose_openvino(pipe: Any, task: str, candidates: dict[str, OpenVinoModel], gate: Any, calibration: Any,
