@@ -49,17 +49,15 @@ def onnx_model(pipe: Any, task: str, model_dir: str, cache_dir: str, threads: in
     except ImportError as exc:
         raise ModelLoadError("--engine onnx needs ONNX Runtime: pip install 'inferserve[onnx]'") from exc
     network = traced_network(pipe, task, "onnx")
-    model, probe, inputs, outputs, output_class = (network.model, network.probe, network.inputs, network.outputs,
-                                                   network.output_class)
     path = os.path.join(cache_dir, "onnx", network.cache_key(model_dir, task) + ".onnx")
     if not os.path.isfile(path):
-        _export(model, probe, inputs, outputs, path)
+        _export(network, path)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    log.info("onnx engine: %s (inputs %s, outputs %s)", path, inputs, outputs)
-    return OnnxRuntimeModel(session, model.config, output_class, inputs, outputs)
+    log.info("onnx engine: %s (inputs %s, outputs %s)", path, network.inputs, network.outputs)
+    return OnnxRuntimeModel(session, network.model.config, network.output_class, network.inputs, network.outputs)
 
 
 class ExportedNetwork:
@@ -133,6 +131,30 @@ class TracedNetwork:
     def cache_key(self, model_dir: str, task: str) -> str:
         return _cache_key(model_dir, task, self.inputs, self.outputs)
 
+    def example(self) -> tuple[Any, ...]:
+        """The probe batch, by position (as ``positional`` takes it)."""
+        return tuple(self.probe[name] for name in self.inputs)
+
+    def positional(self) -> Any:
+        """The network as an exporter traces it: inputs by position, the
+        outputs a tuple in ``outputs``' order."""
+        import torch
+
+        inputs, outputs = self.inputs, self.outputs
+
+        class _Named(torch.nn.Module):
+            def __init__(self, network: Any) -> None:
+                super().__init__()
+                self.network = network
+
+            def forward(self, input_ids: Any, attention_mask: Any = None,
+                        token_type_ids: Any = None) -> tuple[Any, ...]:
+                given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+                result = self.network(**{name: given[name] for name in inputs})
+                return tuple(result[name] for name in outputs)
+
+        return _Named(self.model).eval()
+
 
 def traced_network(pipe: Any, task: str, engine: str) -> TracedNetwork:
     """The pipeline's network, probed once, for ``engine`` (onnx, openvino) to export."""
@@ -171,28 +193,19 @@ def _cache_key(model_dir: str, task: str, inputs: list[str], outputs: list[str])
     return hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:24]
 
 
-def _export(model: Any, probe: dict[str, Any], inputs: list[str], outputs: list[str], path: str) -> None:
+def _export(network: TracedNetwork, path: str) -> None:
     """torch's dynamo-based ONNX exporter (the TorchScript one mis-traced
     transformers 5's attention masks: docs/design.md#engines)."""
     import torch
 
-    class _Named(torch.nn.Module):
-        def __init__(self, network: Any) -> None:
-            super().__init__()
-            self.network = network
-
-        def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> tuple[Any, ...]:
-            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-            result = self.network(**{name: given[name] for name in inputs})
-            return tuple(result[name] for name in outputs)
-
+    inputs, outputs = network.inputs, network.outputs
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
     shapes = {name: {0: batch, 1: length} for name in inputs}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path}.{os.getpid()}.tmp"
     log.info("exporting the model to ONNX (once; cached in %s)", os.path.dirname(path))
     try:
-        torch.onnx.export(_Named(model).eval(), tuple(probe[name] for name in inputs), partial,
+        torch.onnx.export(network.positional(), network.example(), partial,
                           input_names=inputs, output_names=outputs, dynamo=True, dynamic_shapes=shapes,
                           external_data=False)
     except Exception as exc:  # noqa: BLE001 - exporters fail in many ways; torch still serves

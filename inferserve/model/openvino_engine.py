@@ -63,11 +63,11 @@ def openvino_models(pipe: Any, task: str, model_dir: str, cache_dir: str, thread
         import openvino
     except ImportError as exc:
         raise ModelLoadError("--engine openvino needs OpenVINO: pip install 'inferserve[openvino]'") from exc
-    network = traced_network(pipe, task, "openvino")
-    model, inputs, outputs, output_class = network.model, network.inputs, network.outputs, network.output_class
-    path = os.path.join(cache_dir, "openvino", cache_key(network, model_dir, task) + ".xml")
+    traced = traced_network(pipe, task, "openvino")
+    model, inputs, outputs, output_class = traced.model, traced.inputs, traced.outputs, traced.output_class
+    path = os.path.join(cache_dir, "openvino", cache_key(traced, model_dir, task) + ".xml")
     if not os.path.isfile(path):
-        _convert(model, network.probe, inputs, outputs, path)
+        _convert(traced, path)
     core = openvino.Core()
     network = core.read_model(path)
     compiled = {}
@@ -136,29 +136,18 @@ def choose_openvino(pipe: Any, task: str, candidates: dict[str, OpenVinoModel], 
                                reason=f"openvino, precision hint {hint}: {report.reason}")
 
 
-def _convert(model: Any, probe: dict[str, Any], inputs: list[str], outputs: list[str], path: str) -> None:
+def _convert(network: TracedNetwork, path: str) -> None:
     """openvino.convert_model from the torch module (traced with the probe,
     every input's batch and length dynamic), saved as IR in float32."""
     import openvino
-    import torch
-
-    class _Named(torch.nn.Module):
-        def __init__(self, network: Any) -> None:
-            super().__init__()
-            self.network = network
-
-        def forward(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> tuple[Any, ...]:
-            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-            result = self.network(**{name: given[name] for name in inputs})
-            return tuple(result[name] for name in outputs)
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path[:-len('.xml')]}.{os.getpid()}.tmp"
     log.info("converting the model to OpenVINO (once; cached in %s)", os.path.dirname(path))
     try:
         network = openvino.convert_model(
-            _Named(model).eval(), example_input=tuple(probe[name] for name in inputs),
-            input=[(name, openvino.PartialShape([-1, -1]), openvino.Type.i64) for name in inputs])
+            network.positional(), example_input=network.example(),
+            input=[(name, openvino.PartialShape([-1, -1]), openvino.Type.i64) for name in network.inputs])
         # Kept in float32: the precision is the compile-time hint's choice.
         openvino.save_model(network, partial + ".xml", compress_to_fp16=False)
     except Exception as exc:  # noqa: BLE001 - converters fail in many ways; torch still serves
