@@ -147,7 +147,11 @@ class WorkerPool:
                 raise
             died = worker
             await self._wait_ready(deadline)  # at once with another worker ready (or a spare)
-            worker = self._least_loaded()  # WorkerUnavailable if none (stopping)
+            try:
+                # Another worker: the dead one's flags may not have caught up with its death yet.
+                worker = self._least_loaded(exclude=(died,))
+            except WorkerUnavailable:
+                worker = self._least_loaded()  # a lone worker's replacement (WorkerUnavailable if stopping)
             log.info("%s died with a request in flight: retrying it on worker %d", died.who, worker.index)
             if self._on_retry is not None:
                 self._on_retry()
