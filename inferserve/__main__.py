@@ -35,6 +35,7 @@ from .common.config import (
 )
 from .common.model_path import missing_local_model
 from .frontend.access_log import AccessLogger, OffLoopLogging
+from .frontend.event_loop import LOOPS, LoopUnavailable, loop_factory
 
 log = logging.getLogger("inferserve")
 T = TypeVar("T")
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log verbosity")
     server.add_argument("--log-format", default="text", choices=("text", "json"),
                         help="json: one JSON object per log line, access log and worker included")
+    server.add_argument("--loop", dest="event_loop", default="auto", choices=LOOPS,
+                        help="the front-end's event loop; auto: uvloop where installed (fewer system calls a "
+                             "request), else asyncio's")
     server.add_argument("--debug", action="store_true",
                         help="show exception details to clients (never in production)")
     return p
@@ -225,13 +229,21 @@ def _model_spec(args: argparse.Namespace, path: str) -> ModelSpec:
                        truncate=not args.no_truncate)
 
 
+def _event_loop(choice: str):
+    try:
+        return loop_factory(choice)
+    except LoopUnavailable as exc:
+        raise StartupError(str(exc)) from exc
+
+
 def _check_local_model(model: str) -> None:
     missing = missing_local_model(model)
     if missing is not None:
         raise StartupError(missing)
 
 
-async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = AccessLogger) -> int:
+async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = AccessLogger,
+                loop_name: str = "asyncio") -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the model cannot load (exit 2)."""
     from .http import MODELS_KEY, STATE_KEY, create_app
 
@@ -247,8 +259,8 @@ async def serve(config: ServerConfig, access_log_class: type[AccessLogger] = Acc
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
     log.info(
-        "listening on http://%s:%d; %s, task %s, device %s; batches of at most %d, delay %.1f ms",
-        config.host, config.port,
+        "listening on http://%s:%d (%s); %s, task %s, device %s; batches of at most %d, delay %.1f ms",
+        config.host, config.port, loop_name,
         ", ".join(f"model {m.name} ({m.spec.model})" for m in config.served_models()),
         config.model.task or "(from config)",
         config.model.device, config.batch.max_batch_size, config.batch.max_batch_delay_ms,
@@ -280,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         for named in config.served_models():
             _check_local_model(named.spec.model)
+        loop_name, new_loop = _event_loop(config.event_loop)
     except SystemExit as exc:  # ours, and default_model_path's (the embedded model not installed)
         if not isinstance(exc.code, str):
             raise
@@ -290,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     logs = OffLoopLogging(config.log_level, config.log_format, role="server")
     logs.start()
     try:
-        return asyncio.run(serve(config, logs.access_logger_class()))
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(serve(config, logs.access_logger_class(), loop_name))
     finally:
         logs.stop()
 

@@ -142,7 +142,9 @@ def configured(fill_mask_model: Path, tmp_path_factory: pytest.TempPathFactory):
         "fixed": ServerProcess([*model, "--max-batch-delay-ms", str(FIXED_DELAY_MS), "--batch-wait", "fixed",
                                 "--max-batch-size", "8", "--max-body-bytes", "2000000", "--max-inputs", "64"],
                                logs / "fixed.log"),
-        "adaptive": ServerProcess([*model, "--max-batch-delay-ms", "1000"], logs / "adaptive.log"),
+        # asyncio's own event loop (the others run on the default, uvloop).
+        "adaptive": ServerProcess([*model, "--max-batch-delay-ms", "1000", "--loop", "asyncio"],
+                                  logs / "adaptive.log"),
         # Ended by their test, one with SIGTERM, one with SIGKILL.
         "terminated": ServerProcess(model, logs / "terminated.log"),
         "killed": ServerProcess(model, logs / "killed.log"),
@@ -189,6 +191,16 @@ def test_requests_larger_than_the_worker_pipe_all_arrive_whole(configured: dict[
         for i, predictions in enumerate(outputs):
             assert f"request {r} input {i}" in predictions[0]["sequence"]
     assert server.get("/health").status == 200
+
+
+def test_the_front_end_runs_on_uvloop_by_default_and_on_asyncio_when_asked(
+        configured: dict[str, ServerProcess]) -> None:
+    """Both loops serve the same answers; the listening line names the loop."""
+    on_uvloop, on_asyncio = configured["fixed"], configured["adaptive"]
+    assert "(uvloop)" in on_uvloop.log() and "(asyncio)" in on_asyncio.log()
+    answers = [server.post_text("the loop [MASK]") for server in (on_uvloop, on_asyncio)]
+    assert [a.status for a in answers] == [200, 200]
+    assert_fill_mask_equal(answers[0].json(), answers[1].json())
 
 
 def test_sigterm_or_sigkill_of_the_front_end_leaves_no_worker(configured: dict[str, ServerProcess]) -> None:

@@ -87,6 +87,7 @@ class ServerConfig:
     debug: bool = False
     log_level: str = "info"
     log_format: str = "text"  # or "json": one JSON object per line
+    event_loop: str = "auto"  # the front-end's: auto (uvloop where installed), asyncio, uvloop
     served_model_name: str = ""  # the "model" OpenAI clients see; default: the model's name
     # Every model served, each with its own worker pool; empty: ``model`` alone
     # (named ``served_model_name``). When given, the first is ``model``.
