@@ -97,8 +97,8 @@ def throughput_body(doc: dict) -> str:
     concurrency = o["concurrency"]
     where = ("no GPU. " if o["raw_device"] == "cpu" else f"raw pipeline on {o['raw_device']} (server flags below). ")
     lines = [
-        f"`{doc['command']}` on {doc['date']}: {machine(doc)}, {where}Server, load generator (bench.loadgen, an "
-        "aiohttp client in its own process) and the raw pipeline process share these cores. The box is noisy (the "
+        f"`{doc['command']}` on {doc['date']}: {machine(doc)}, {where}Server, load generator (bench.loadgen, in its own "
+        "process) and the raw pipeline process share these cores. The box is noisy (the "
         "raw limit alone moves by ±15% between runs), so the measurements alternate: "
         f"{o['rounds']} rounds, each taking the raw limit, then the server at each concurrency, then concurrency 1 "
         "side by side with single raw `pipeline(text)` calls; every ratio pairs a server figure with the raw figure "

@@ -1,10 +1,9 @@
 """Which asyncio event loop the front-end runs on: uvloop where installed.
 
-Why: on a 2-core box the front-end shares the cores with the worker it
-feeds, so its per-request CPU is throughput the model does not get. uvloop
-(libuv under asyncio's interface) runs the same aiohttp server with fewer
-system calls and wake-ups a request; MiniLM ``/embed`` at concurrency 64 went
-from 545 to 617 requests/s side by side (docs/design.md#event-loop).
+Why: on a small box the front-end shares the cores with the worker it
+feeds. uvloop (libuv under asyncio's interface) runs the same aiohttp server
+with fewer system calls a request: 9% less front-end CPU a request at
+concurrency 64, 23% less at concurrency 1 (docs/design.md#event-loop).
 Everything the front-end uses of the loop (TCP, pipe readers, signals,
 timers, executors) is asyncio's interface, which both loops implement.
 """
