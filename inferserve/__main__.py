@@ -35,7 +35,7 @@ from .common.config import (
 )
 from .common.model_path import missing_local_model
 from .frontend.access_log import AccessLogger, OffLoopLogging
-from .frontend.event_loop import LOOPS, LoopUnavailable, loop_factory
+from .frontend.event_loop import LOOPS, LoopFactory, LoopUnavailable, loop_factory, run_on
 
 log = logging.getLogger("inferserve")
 T = TypeVar("T")
@@ -229,7 +229,7 @@ def _model_spec(args: argparse.Namespace, path: str) -> ModelSpec:
                        truncate=not args.no_truncate)
 
 
-def _event_loop(choice: str):
+def _event_loop(choice: str) -> tuple[str, LoopFactory]:
     try:
         return loop_factory(choice)
     except LoopUnavailable as exc:
@@ -303,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = OffLoopLogging(config.log_level, config.log_format, role="server")
     logs.start()
     try:
-        with asyncio.Runner(loop_factory=new_loop) as runner:
-            return runner.run(serve(config, logs.access_logger_class(), loop_name))
+        return run_on(new_loop, serve(config, logs.access_logger_class(), loop_name))
     finally:
         logs.stop()
 

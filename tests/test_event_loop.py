@@ -44,3 +44,16 @@ def test_asking_for_a_missing_uvloop_is_one_line_and_exit_2(monkeypatch, capsys)
     assert main(["--loop", "uvloop"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == "inferserve: cannot serve: --loop uvloop: uvloop is not installed (pip install uvloop)\n"
+
+
+@pytest.mark.parametrize("choice", ["asyncio", "auto"])
+def test_run_on_runs_a_coroutine_to_its_result_on_the_chosen_loop(choice: str) -> None:
+    from inferserve.frontend.event_loop import run_on
+
+    name, factory = loop_factory(choice)
+
+    async def which_loop() -> str:
+        await asyncio.sleep(0)
+        return type(asyncio.get_running_loop()).__module__
+
+    assert ("uvloop" in run_on(factory, which_loop())) == (name == "uvloop")

@@ -11,7 +11,11 @@ timers, executors) is asyncio's interface, which both loops implement.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 LOOPS = ("auto", "asyncio", "uvloop")
 
@@ -20,8 +24,8 @@ class LoopUnavailable(RuntimeError):
     """``--loop uvloop`` where uvloop is not installed."""
 
 
-def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The loop's name and a factory for ``asyncio.Runner``. ``auto``: uvloop
+def loop_factory(choice: str) -> tuple[str, LoopFactory]:
+    """The loop's name and a factory of it (for ``run_on``). ``auto``: uvloop
     where it imports (not on Windows), else asyncio's own."""
     if choice not in LOOPS:
         raise ValueError(f"unknown event loop {choice!r}: one of {', '.join(LOOPS)}")
@@ -34,3 +38,21 @@ def loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLo
         else:
             return "uvloop", uvloop.new_event_loop
     return "asyncio", asyncio.new_event_loop
+
+
+def run_on(new_loop: LoopFactory, main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on a loop from ``new_loop``: through
+    ``asyncio.Runner`` (Python 3.11 on), else by hand as ``asyncio.run`` does."""
+    if hasattr(asyncio, "Runner"):
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            return runner.run(main)
+    loop = new_loop()  # Python 3.10
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
