@@ -222,6 +222,45 @@ def test_a_request_whose_only_worker_died_waits_for_the_replacement_then_is_answ
     assert sent == ["sent", "sent"]  # once to the dead worker, once to its replacement
 
 
+def test_a_request_whose_pipe_broke_before_the_death_was_read_goes_to_the_spare() -> None:
+    """The race a loaded box showed: a request sent just after the kill finds
+    the pipe broken (EPIPE) while the pool still counts the dead worker
+    ready and the spare unpromoted; its retry waits for the death to be
+    read (the pipe's end, a loop turn later), then goes to the spare."""
+    from inferserve.frontend.errors import WorkerDied
+    from inferserve.ipc import Call, RequestKind
+
+    pool = _pool(1, 1)
+    serving, spare = pool.workers
+    serving.process.ready = spare.process.ready = True
+    pool._promote_spares()
+    sent: list[str] = []
+
+    async def broken_pipe(call: Any, deadline: float) -> str:
+        sent.append("dead")
+        # Its death is read from the pipe's end only after this request failed.
+        asyncio.get_running_loop().call_later(0.02, _died, serving)
+        raise WorkerDied("the worker went away")
+
+    async def answers(call: Any, deadline: float) -> str:
+        sent.append("spare")
+        return "answer"
+
+    serving.infer = broken_pipe  # type: ignore[method-assign]
+    spare.infer = answers  # type: ignore[method-assign]
+
+    async def scenario() -> Any:
+        return await pool.infer(Call(RequestKind.PIPELINE, ("x",), {}, single=True), time.monotonic() + 5)
+
+    assert asyncio.run(scenario()) == "answer"
+    assert sent == ["dead", "spare"] and spare.serving and not serving.serving
+
+
+def _died(worker: Any) -> None:
+    worker.process.ready = False
+    worker._changed()  # what WorkerProcess's end-of-pipe callback does
+
+
 def _replacement_ready(worker: Any) -> None:
     worker.process.ready = True
     worker._changed()  # what WorkerProcess calls when the replacement reports ready

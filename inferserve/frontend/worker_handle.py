@@ -69,6 +69,10 @@ class WorkerHandle:
         return self.process.ready
 
     @property
+    def generation(self) -> int:
+        return self.process.generation
+
+    @property
     def info(self) -> WorkerReady | None:
         return self.process.info
 

@@ -71,6 +71,8 @@ class WorkerPool:
         self._stopping = False
         # Requests whose worker died, waiting for a ready worker to retry on.
         self._ready_waiters: list[asyncio.Future[None]] = []
+        # Requests whose worker's pipe broke before the pool saw it die.
+        self._change_waiters: list[asyncio.Future[None]] = []
         # Resolved with a message if a worker cannot load the model on its
         # first start: the server exits rather than retry forever.
         self.fatal: asyncio.Future[str] | None = None
@@ -116,6 +118,14 @@ class WorkerPool:
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
+        # Those waiting for any change of readiness (_death_seen) at every call.
+        changed, self._change_waiters = self._change_waiters, []
+        for waiter in changed:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._wake_ready_waiters()
+
+    def _wake_ready_waiters(self) -> None:
         if self.ready or self._stopping:
             waiters, self._ready_waiters = self._ready_waiters, []
             for waiter in waiters:
@@ -132,6 +142,20 @@ class WorkerPool:
             except TimeoutError:
                 raise WorkerUnavailable("no worker got ready before the request's deadline") from None
 
+    async def _death_seen(self, worker: WorkerHandle, generation: int, deadline: float) -> None:
+        """Until the pool has seen ``worker``'s start ``generation`` die. A
+        request can find the pipe broken (EPIPE) a loop turn or two before
+        the pipe's end is read: until then the dead worker still counts as
+        ready and no spare has taken its place, so a retry chosen at once
+        would go back to it."""
+        while worker.ready and worker.generation == generation and not self._stopping:
+            waiter = asyncio.get_running_loop().create_future()
+            self._change_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise WorkerUnavailable("no worker got ready before the request's deadline") from None
+
     def _least_loaded(self, exclude: tuple[WorkerHandle, ...] = ()) -> WorkerHandle:
         ready = [w for w in self.workers if w.ready and w.serving and w not in exclude]
         if not ready:
@@ -140,15 +164,17 @@ class WorkerPool:
 
     async def infer(self, call: Call, deadline: float) -> InferResult:
         worker = self._least_loaded()
+        generation = worker.generation
         try:
             result = await worker.infer(call, deadline)
         except WorkerDied:
             if time.monotonic() >= deadline:
                 raise
             died = worker
+            await self._death_seen(died, generation, deadline)
             await self._wait_ready(deadline)  # at once with another worker ready (or a spare)
             try:
-                # Another worker: the dead one's flags may not have caught up with its death yet.
+                # Another worker first (a spare promoted in its place, say).
                 worker = self._least_loaded(exclude=(died,))
             except WorkerUnavailable:
                 worker = self._least_loaded()  # a lone worker's replacement (WorkerUnavailable if stopping)

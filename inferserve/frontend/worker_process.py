@@ -107,6 +107,11 @@ class WorkerProcess:
             await asyncio.get_running_loop().run_in_executor(None, join_or_kill, process, timeout)
             self._close_pipes()
 
+    @property
+    def generation(self) -> int:
+        """Which start of the process this is (1, 2, ...): each restart is a new one."""
+        return self._generation
+
     async def _spawn(self) -> None:
         self._generation += 1
         generation = self._generation
