@@ -135,12 +135,7 @@ class WorkerPool:
     async def _wait_ready(self, deadline: float) -> None:
         """Until a serving worker is ready, or the deadline passes (then WorkerUnavailable)."""
         if not self.ready and not self._stopping:
-            waiter = asyncio.get_running_loop().create_future()
-            self._ready_waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise WorkerUnavailable("no worker got ready before the request's deadline") from None
+            await self._woken(self._ready_waiters, deadline)
 
     async def _death_seen(self, worker: WorkerHandle, generation: int, deadline: float) -> None:
         """Until the pool has seen ``worker``'s start ``generation`` die. A
@@ -149,12 +144,18 @@ class WorkerPool:
         ready and no spare has taken its place, so a retry chosen at once
         would go back to it."""
         while worker.ready and worker.generation == generation and not self._stopping:
-            waiter = asyncio.get_running_loop().create_future()
-            self._change_waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise WorkerUnavailable("no worker got ready before the request's deadline") from None
+            await self._woken(self._change_waiters, deadline)
+
+    @staticmethod
+    async def _woken(waiters: list[asyncio.Future[None]], deadline: float) -> None:
+        """Until a future joined to ``waiters`` is resolved, or the deadline
+        passes (then WorkerUnavailable)."""
+        waiter = asyncio.get_running_loop().create_future()
+        waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise WorkerUnavailable("no worker got ready before the request's deadline") from None
 
     def _least_loaded(self, exclude: tuple[WorkerHandle, ...] = ()) -> WorkerHandle:
         ready = [w for w in self.workers if w.ready and w.serving and w not in exclude]
