@@ -296,6 +296,23 @@ async def wait_until_async(predicate: Callable[[], T], timeout: float = 10.0, in
         await asyncio.sleep(interval)
 
 
+def answer_in_process(tasks: Any, kind: Any, inputs: list[Any], params: dict[str, Any]) -> Any:
+    """A worker's task set answering one call in-process, as the serve loop
+    would (plan, prepare, run, encode): the decoded JSON body. No input may fail."""
+    from inferserve.ipc import Call, EmbedOptions, RequestKind, RerankOptions
+
+    runner = tasks.batch[kind]
+    call = Call(kind, tuple(inputs), params, single=False,
+                embed=EmbedOptions() if kind in (RequestKind.EMBED, RequestKind.EMBED_ALL) else None,
+                rerank=RerankOptions(query="a query", raw_scores=True) if kind is RequestKind.RERANK else None)
+    plan = runner.plan(call)
+    prepared = [runner.prepare(value, plan.options) for value in inputs]
+    outputs = runner.run(prepared, plan.options)
+    for output in outputs:
+        assert not isinstance(output, Exception), output
+    return json.loads(runner.encode(outputs, call, plan.options, sum(p.tokens for p in prepared)))
+
+
 def build_tiny_gpt2(directory: Path, seed: int = 0) -> Path:
     """A small random GPT-2 speaking the bert-base-uncased vocabulary."""
     import transformers

@@ -24,9 +24,9 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from helpers import build_tiny_bert, build_tiny_gpt2  # noqa: E402
+from helpers import answer_in_process, build_tiny_bert, build_tiny_gpt2  # noqa: E402
 from inferserve.common.config import ModelSpec  # noqa: E402
-from inferserve.ipc import Call, EmbedOptions, RequestKind, RerankOptions  # noqa: E402
+from inferserve.ipc import RequestKind  # noqa: E402
 from inferserve.model import openvino_engine, precision  # noqa: E402
 from inferserve.model.loading import load_model  # noqa: E402
 from inferserve.model.tasks import build_tasks  # noqa: E402
@@ -102,20 +102,7 @@ def _answer(name: str, models: dict[str, Path], cache_dir: str, engine: str, dty
 def _ask(model_dir: Path, task: str | None, kind: RequestKind, inputs: list[Any], params: dict[str, Any],
          cache_dir: str, engine: str, dtype: str) -> tuple[Any, Any]:
     tasks, report = _load(model_dir, task, cache_dir, engine, dtype)
-    return _run(tasks, report, kind, inputs, params)
-
-
-def _run(tasks: Any, report: Any, kind: RequestKind, inputs: list[Any], params: dict[str, Any]) -> tuple[Any, Any]:
-    runner = tasks.batch[kind]
-    call = Call(kind, tuple(inputs), params, single=False,
-                embed=EmbedOptions() if kind in (RequestKind.EMBED, RequestKind.EMBED_ALL) else None,
-                rerank=RerankOptions(query="a query", raw_scores=True) if kind is RequestKind.RERANK else None)
-    plan = runner.plan(call)
-    prepared = [runner.prepare(value, plan.options) for value in inputs]
-    outputs = runner.run(prepared, plan.options)
-    for output in outputs:
-        assert not isinstance(output, Exception), output
-    return json.loads(runner.encode(outputs, call, plan.options, sum(p.tokens for p in prepared))), report
+    return answer_in_process(tasks, kind, inputs, params), report
 
 
 def _assert_close(got: Any, want: Any, tolerance: float, where: str = "") -> None:
@@ -197,7 +184,7 @@ def test_embed_matches_sentence_transformers_for_every_pooling(sentence_model, c
         _write_pooling(sentence_model, pooling)
         want = sentence_transformers.SentenceTransformer(str(sentence_model), device="cpu").encode(TEXTS)
         tasks = build_tasks(loaded.pipeline, loaded.task, str(sentence_model), True, lambda message: None)
-        got, _ = _run(tasks, loaded.precision, RequestKind.EMBED, TEXTS, {})
+        got = answer_in_process(tasks, RequestKind.EMBED, TEXTS, {})
         for g, w in zip(np.asarray(got), want):
             if hint == "f32":
                 np.testing.assert_allclose(g, w, atol=1e-5, err_msg=pooling)

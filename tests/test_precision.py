@@ -8,16 +8,15 @@ worker runs), on tiny random models: CPU torch computes bfloat16 and float16
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from helpers import build_tiny_bart, build_tiny_bert, build_tiny_gpt2
+from helpers import answer_in_process, build_tiny_bart, build_tiny_bert, build_tiny_gpt2
 from inferserve.common.config import ModelSpec
-from inferserve.ipc import Call, EmbedOptions, RequestKind
+from inferserve.ipc import RequestKind
 from inferserve.model import precision
 from inferserve.model.loading import load_model
 from inferserve.model.tasks import build_tasks
@@ -52,15 +51,7 @@ def _answer(model_dir: Path, name: str, dtype: str, kind: RequestKind = RequestK
     assert loaded.precision.dtype == dtype
     assert loaded.dtype == dtype  # the network itself runs in it
     tasks = build_tasks(loaded.pipeline, loaded.task, str(model_dir), True, lambda message: None)
-    runner = tasks.batch[kind]
-    call = Call(kind, tuple(inputs), params if kind is RequestKind.PIPELINE else {}, single=False,
-                embed=EmbedOptions() if kind is RequestKind.EMBED else None)
-    plan = runner.plan(call)
-    prepared = [runner.prepare(value, plan.options) for value in inputs]
-    outputs = runner.run(prepared, plan.options)
-    for output in outputs:
-        assert not isinstance(output, Exception), output
-    return json.loads(runner.encode(outputs, call, plan.options, sum(p.tokens for p in prepared)))
+    return answer_in_process(tasks, kind, inputs, params if kind is RequestKind.PIPELINE else {})
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
