@@ -1,10 +1,24 @@
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from helpers import ServerProcess, build_tiny_bert, start_together, stop_all
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """load_model sets torch's thread count for its process (a worker's: one
+    beside an exported engine); a test that loads in-process puts it back."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else os.cpu_count() or 1
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

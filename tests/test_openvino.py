@@ -284,6 +284,18 @@ def test_a_model_openvino_cannot_convert_falls_back_to_torch(models, tmp_path, m
     assert "OpenVINO cannot run this model, serving with torch" in caplog.text
 
 
+def test_torch_keeps_one_thread_beside_openvino_and_its_own_count_otherwise(models, tmp_path) -> None:
+    """Beside an engine torch only pads and pools: one thread, so no idle
+    torch pool thread spins against the engine's (docs/design.md#torch-threads-beside-an-engine)."""
+    import torch
+
+    spec = _spec(models["classifier"], str(tmp_path / "cache"), engine="openvino", dtype="float32", num_threads=3)
+    assert load_model(spec).engine == "openvino"
+    assert torch.get_num_threads() == 1
+    assert load_model(dataclasses.replace(spec, engine="torch")).engine == "torch"
+    assert torch.get_num_threads() == 3
+
+
 def test_info_names_the_engine_and_its_hint(server_factory, models, tmp_path) -> None:
     import transformers
 
@@ -297,6 +309,7 @@ def test_info_names_the_engine_and_its_hint(server_factory, models, tmp_path) ->
     assert info["model_dtype"] == openvino_engine.HINT_DTYPES[report["precision_hint"]]
     assert report["min_cosine"] >= 0.999 and report["speedup"] > 0
     assert "converting the model to OpenVINO" in server.log() and "openvino, precision hint" in server.log()
+    assert "torch intra-op threads: 1 (openvino computes the network on 1)" in server.log()
     reference = transformers.pipeline("text-classification", model=model, device="cpu")
     got = server.post_json({"inputs": TEXTS[1], "parameters": {"top_k": None}}).json()
     want = reference(TEXTS[1], top_k=None)

@@ -173,6 +173,13 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     if choice is None:
         choice = choices.remember(_measure_choice(pipe, task, spec, device, threads, gate, calibration))
     precision, engine = choice.precision, choice.engine
+    if engine != "torch":
+        # The engine computes the network on its own threads; what torch does
+        # around it (padding, pooling) is small and runs on this thread, so no
+        # idle torch pool thread spins against the engine's and the front-end
+        # (docs/design.md#torch-threads-beside-an-engine).
+        torch.set_num_threads(1)
+        log.info("torch intra-op threads: 1 (%s computes the network on %d)", engine, threads)
     steps["precision"] = time.perf_counter() - started
     log.info("precision %s (asked: %s) in %.2fs: %s", precision.dtype, spec.dtype, steps["precision"], precision.reason)
     return LoadedModel(
