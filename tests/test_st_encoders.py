@@ -61,10 +61,11 @@ def test_embed_sparse_equals_sparse_encoder(mlm: Path, tmp_path: Path, pooling: 
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-@pytest.mark.parametrize("pooling,activation", [("max", "relu"), ("max", "log1p_relu"), ("sum", "relu")])
+@pytest.mark.parametrize("pooling,activation", [("max", "relu"), ("max", "log1p_relu"), ("sum", "relu"),
+                                                ("sum", "log1p_relu")])
 def test_splade_pooling_equals_sentence_transformers_on_padded_logits(padding_side: str, pooling: str,
                                                                       activation: str) -> None:
-    """The pooling alone, where padding matters: rows of 7, 3, 5 and 1 real
+    """The pooling alone, where padding matters: rows of 7, 3, 5, 1 and 0 real
     tokens, one row's logits all negative (weights all 0), either side padded."""
     import torch
     from sentence_transformers.sparse_encoder.modules import SpladePooling
@@ -72,16 +73,16 @@ def test_splade_pooling_equals_sentence_transformers_on_padded_logits(padding_si
     from inferserve.model.st_chain.reader import SpladeSpec
     from inferserve.model.st_chain.splade import splade_pool
 
-    logits = torch.randn(4, 7, 50, generator=torch.Generator().manual_seed(0)) * 3
+    logits = torch.randn(5, 7, 50, generator=torch.Generator().manual_seed(0)) * 3
     logits[2] = -logits[2].abs() - 0.1
-    mask = torch.zeros(4, 7, dtype=torch.long)
-    for row, real in enumerate([7, 3, 5, 1]):
+    mask = torch.zeros(5, 7, dtype=torch.long)
+    for row, real in enumerate([7, 3, 5, 1, 0]):
         mask[row, slice(7 - real, 7) if padding_side == "left" else slice(0, real)] = 1
     st = SpladePooling(pooling_strategy=pooling, activation_function=activation).eval()
     with torch.inference_mode():
         expected = st({"token_embeddings": logits.clone(), "attention_mask": mask})["sentence_embedding"]
         got = splade_pool(logits, mask, SpladeSpec(pooling, activation))
-    assert (expected[2] == 0).all() and (expected[0] > 0).any()
+    assert (expected[2] == 0).all() and (expected[4] == 0).all() and (expected[0] > 0).any()
     torch.testing.assert_close(got, expected)
 
 

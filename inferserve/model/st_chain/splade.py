@@ -12,28 +12,31 @@ from .reader import SpladeSpec
 
 def splade_pool(logits: torch.Tensor, mask: torch.Tensor, spec: SpladeSpec, top_k: int | None = None) -> torch.Tensor:
     """(batch, tokens, vocabulary) logits -> (batch, vocabulary) sparse weights."""
-    if spec.pooling == "max":
-        # relu and log1p never fall, so the max over tokens comes first and
-        # they run on (batch, vocabulary) alone: the same values, without two
-        # more passes over the (batch, tokens, vocabulary) tensor.
-        pooled = _activate(_max_over_real_tokens(logits, mask), spec)
-    else:
-        pooled = _activate(logits * mask.unsqueeze(-1).to(logits.dtype), spec).sum(dim=1)
+    pooled = torch.stack([_pool_row(real, spec) for real in _real_tokens(logits, mask)])
     if top_k is not None and top_k < pooled.size(1):
         kept = pooled.topk(top_k, dim=1)
         pooled = torch.zeros_like(pooled).scatter_(1, kept.indices, kept.values)
     return pooled
 
 
-def _max_over_real_tokens(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Each row's max over its real tokens (one side padded): one pass over
-    them, none over the padding. sentence-transformers takes the max of the
-    masked logits, where a padded token counts 0; relu then turns a negative
-    max and 0 into the same 0, so the weights are the same."""
+def _real_tokens(logits: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+    """Each row's (tokens, vocabulary) logits over its real tokens (one side
+    padded): the passes below touch no padding. sentence-transformers masks
+    the padding to 0 instead, which relu and log1p keep at 0: it adds
+    nothing to a sum, and relu makes it and a negative max alike."""
     starts = mask.to(torch.int32).argmax(dim=1).tolist()
     counts = mask.sum(dim=1).tolist()
-    return torch.stack([logits[row, start:start + count].amax(dim=0) if count else logits.new_zeros(logits.size(2))
-                        for row, (start, count) in enumerate(zip(starts, counts))])
+    return [logits[row, start:start + count] for row, (start, count) in enumerate(zip(starts, counts))]
+
+
+def _pool_row(real: torch.Tensor, spec: SpladeSpec) -> torch.Tensor:
+    if spec.pooling == "sum":
+        return _activate(real, spec).sum(dim=0)
+    if not len(real):
+        return real.new_zeros(real.size(1))
+    # relu and log1p never fall, so the max over tokens comes first and they
+    # run on one (vocabulary,) vector: the same values, two passes fewer.
+    return _activate(real.amax(dim=0), spec)
 
 
 def _activate(values: torch.Tensor, spec: SpladeSpec) -> torch.Tensor:
