@@ -33,7 +33,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from helpers import ServerProcess, build_tiny_bert, scrape
 from inferserve.common.config import ModelSpec, ServerConfig
-from inferserve.frontend import cohere_api, inference_api, openai_api, openapi, schemas, tei
+from inferserve.frontend import cohere_api, inference_api, openai_api, openapi, schemas, tei, tei_sparse
 from inferserve.frontend.errors import RequestError
 from inferserve.http import create_app
 from inferserve.ipc import InferResult, ModelFacts, Outcome, WorkerReady
@@ -134,9 +134,9 @@ def test_a_route_without_an_operation_is_reported() -> None:
 
 
 def test_post_slash_takes_what_the_model_parses() -> None:
-    """A sentence-transformers model reads /embed's body on POST / (handlers.infer); other models the
-    inference API's."""
-    for info, request, text in ((EMBEDDER, "RootEmbedRequest", "EmbedTextBody"),
+    """A sentence-transformers model reads /embed's body or the inference API's sentence-similarity body
+    on POST / (handlers.infer); other models the inference API's."""
+    for info, request, text in ((EMBEDDER, "RootSentenceModelRequest", "EmbedTextBody"),
                                 (FILL_MASK, "PipelineRequest", "TextBody"), (None, "PipelineRequest", "TextBody")):
         content = served_document(make_app(info))["paths"]["/"]["post"]["requestBody"]["content"]
         assert content["application/json"]["schema"] == {"$ref": schemas.REF + request}
@@ -205,7 +205,7 @@ def test_each_post_route_parses_with_the_schema_its_document_names(path: str, mo
 # Each request schema's parser (the test above ties routes to schemas).
 PARSERS = {
     "PipelineRequest": inference_api.parse_pipeline,
-    "RootEmbedRequest": tei.parse_root_embed,
+    "RootSentenceModelRequest": tei_sparse.parse_root,
     "EmbedRequest": tei.parse_embed,
     "EmbedAllRequest": tei.parse_embed_all,
     "TokenizeRequest": tei.parse_tokenize,
@@ -215,7 +215,7 @@ PARSERS = {
     "CohereRerankRequest": cohere_api.parse_cohere_rerank_v2,
     "PredictRequest": tei.parse_predict,
 }
-ROUTE_OF = {"PipelineRequest": ("/", FILL_MASK), "RootEmbedRequest": ("/", EMBEDDER), "EmbedRequest": "/embed",
+ROUTE_OF = {"PipelineRequest": ("/", FILL_MASK), "RootSentenceModelRequest": ("/", EMBEDDER), "EmbedRequest": "/embed",
             "EmbedAllRequest": "/embed_all", "TokenizeRequest": "/tokenize", "DecodeRequest": "/decode",
             "OpenAICompatRequest": "/v1/embeddings", "RerankRequest": "/rerank",
             "CohereRerankRequest": "/v2/rerank", "PredictRequest": "/predict"}

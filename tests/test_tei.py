@@ -139,6 +139,30 @@ def test_post_root_equals_embed_on_a_sentence_transformers_model(default_model_s
     )
 
 
+def test_huggingface_hub_clients_root_calls_get_embeddings_and_similarity(
+    default_model_server: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub's InferenceClient, pointed at the server, posts both
+    tasks to POST /: feature_extraction's body gets /embed's vectors,
+    sentence_similarity's (inputs an object) /similarity's scores."""
+    from huggingface_hub import InferenceClient, constants
+
+    # HF_HUB_OFFLINE (set for the suite) blocks the client's every request; this one stays on 127.0.0.1.
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+    client = InferenceClient(base_url=default_model_server.url)
+    texts = ["hello world", "goodbye, cruel world"]
+    vectors = client.feature_extraction(texts)
+    np.testing.assert_allclose(vectors, _vectors(default_model_server, {"inputs": texts}), atol=1e-6)
+    scores = client.sentence_similarity("hello world", other_sentences=texts)
+    pair = {"source_sentence": "hello world", "sentences": texts}
+    assert scores == default_model_server.post_json({"inputs": pair}, path="/similarity").json()
+    # MiniLM's vectors are normalized: the cosine is the dot product.
+    np.testing.assert_allclose(scores, [1.0, float(vectors[0] @ vectors[1])], atol=1e-5)
+    assert scores[1] < 0.9
+    mixed = default_model_server.post_json({"inputs": pair, "normalize": False}, path="/")
+    assert mixed.status == 422 and "unknown field `normalize`" in mixed.json()["error"]
+
+
 def test_prompts_from_the_sentence_transformers_config(
     server_factory, embedding_model: Path, tmp_path: Path
 ) -> None:

@@ -93,11 +93,12 @@ async def info(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.StreamResponse:
     """``POST /``: the inference API's body, or on a sentence-transformers
-    model ``/embed``'s (tei.parse_root_embed; openapi.py documents the same choice)."""
+    model ``/embed``'s or ``/similarity``'s (tei_sparse.parse_root; openapi.py
+    documents the same choice)."""
     model = request.app[MODELS_KEY].routed(request)  # None: admission answers 404
     worker = model.backend.info if model is not None and model.backend is not None else None
     if worker is not None and worker.facts.sentence_transformers:
-        return await _serve(request, tei.parse_root_embed, "RootEmbedRequest", error_response)
+        return await _serve(request, tei_sparse.parse_root, "RootSentenceModelRequest", error_response)
     return await _serve(request, parse_pipeline, "PipelineRequest", error_response)
 
 

@@ -74,11 +74,12 @@ def _root_body(embeds: list[bool], prefixed: bool) -> tuple[dict[str, Any], dict
     """POST /'s request content and 200 content: the first model's, or (under
     /models/{name}) whichever the named model takes."""
     chosen = set(embeds) if prefixed else {embeds[0]}
-    json_schemas = [ref("RootEmbedRequest" if e else "PipelineRequest") for e in sorted(chosen)]
+    json_schemas = [ref("RootSentenceModelRequest" if e else "PipelineRequest") for e in sorted(chosen)]
     text_schemas = [ref("EmbedTextBody" if e else "TextBody") for e in sorted(chosen)]
     one = (lambda s: s[0]) if len(chosen) == 1 else (lambda s: {"anyOf": s})
     request = {"application/json": {"schema": one(json_schemas)}, "text/plain": {"schema": one(text_schemas)}}
-    answer = _json(ref("EmbedResponse") if chosen == {True} else ref("PipelineOutput"))
+    embeds = {"anyOf": [ref("EmbedResponse"), ref("SimilarityResponse")]}  # as the body was /embed's or /similarity's
+    answer = _json(embeds if chosen == {True} else ref("PipelineOutput"))
     if False in chosen:
         answer["text/event-stream"] = {"schema": {"type": "string", "description": '"stream": true: one data '
                                                   "event per token, then one with the text"}}

@@ -117,6 +117,13 @@ REQUESTS: dict[str, dict[str, Any]] = {
                        "options": _API_OPTIONS},
         "examples": [{"inputs": ["hello world"], "parameters": {"normalize": False}}],
     },
+    "RootSentenceModelRequest": {
+        "description": "POST / on a sentence-transformers model: /embed's body (RootEmbedRequest), or the "
+                       "inference API's sentence-similarity body, /similarity's (inputs an object).",
+        "anyOf": [ref("RootEmbedRequest"), ref("SimilarityRequest")],
+        "examples": [{"inputs": ["hello world"], "parameters": {"normalize": False}},
+                     {"inputs": {"source_sentence": "hello", "sentences": ["hello world", "goodbye"]}}],
+    },
     "EmbedParameters": {"type": "object", "properties": _EMBED_OPTIONS},
     # ---- text-embeddings-inference ----
     "Input": {"anyOf": [_INPUT_TYPE, _list(_INPUT_TYPE)]},

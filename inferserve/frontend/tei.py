@@ -101,6 +101,14 @@ def parse_root_embed(body: bytes, content_type: str, config: ServerConfig, schem
         validate(text, "EmbedTextBody", 422)
         return Call(RequestKind.EMBED, (text,), single=True, embed=EmbedOptions(normalize=True))
     document = document_of(body, content_type, schema)
+    call = root_embed_call(document, config)
+    fields.checked(document, schema)
+    return call
+
+
+def root_embed_call(document: dict[str, Any], config: ServerConfig) -> Call:
+    """``POST /``'s JSON on a sentence-transformers model as ``/embed``'s,
+    options from ``"parameters"`` too (its known fields checked here)."""
     parameters = document.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise fields.invalid("parameters", "a JSON object")
@@ -108,9 +116,7 @@ def parse_root_embed(body: bytes, content_type: str, config: ServerConfig, schem
     if fields.boolean(document, "stream", False):
         raise RequestError(422, "invalid_request",
                                   "this model (sentence embeddings) does not stream; streaming needs text-generation")
-    call = _embed_call({**(parameters or {}), **document}, config)
-    fields.checked(document, schema)
-    return call
+    return _embed_call({**(parameters or {}), **document}, config)
 
 
 def parse_rerank(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:

@@ -5,8 +5,10 @@ request parsers, and which route a model's kind serves.
 ``truncation_direction``, ``prompt_name``; no pooling options) and answers
 ``[[{"index", "value"}]]``, each input's non-zero weights. ``/similarity``
 takes ``{"inputs": {"source_sentence", "sentences"}, "parameters": {...}}``
-and answers one score per sentence. A sparse model's dense routes, and a
-dense model's ``/embed_sparse``, are TEI's 424 naming the route to use.
+and answers one score per sentence; ``POST /`` on a sentence-transformers
+model takes that body too (the inference API's sentence-similarity) beside
+``/embed``'s. A sparse model's dense routes, and a dense model's
+``/embed_sparse``, are TEI's 424 naming the route to use.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from ..common.config import ServerConfig
 from ..ipc import Call, EmbedOptions, RequestKind, WorkerReady
 from . import fields
 from .errors import RequestError
-from .tei import document_of, embed_inputs, embed_options
+from .fields import TEXT_CONTENT_TYPES
+from .schemas import validate
+from .tei import document_of, embed_inputs, embed_options, parse_root_embed, root_embed_call
 
 # The dense routes a sparse encoder does not serve.
 _DENSE_KINDS = (RequestKind.EMBED, RequestKind.EMBED_ALL)
@@ -37,6 +41,33 @@ def parse_similarity(body: bytes, content_type: str, config: ServerConfig, schem
     """``POST /similarity``: TEI's SimilarityRequest; the call's inputs are
     ``(source_sentence, *sentences)``, each one batch item."""
     document = document_of(body, content_type, schema)
+    call = similarity_call(document, config)
+    fields.checked(document, schema)
+    return call
+
+
+def parse_root(body: bytes, content_type: str, config: ServerConfig, schema: str) -> Call:
+    """``POST /`` on a sentence-transformers model (``schema``: either body).
+    The inference API's sentence-similarity body, ``inputs`` an object of
+    ``source_sentence`` and ``sentences`` (huggingface_hub's
+    ``InferenceClient.sentence_similarity`` sends it to the root), is
+    ``/similarity``'s; a raw text or any other JSON is ``/embed``'s
+    (``tei.parse_root_embed``)."""
+    if content_type in TEXT_CONTENT_TYPES:
+        return parse_root_embed(body, content_type, config, schema)
+    document = fields.json_request(body, content_type, '{"inputs": ...}')
+    if isinstance(document.get("inputs"), dict):
+        fields.only_known(document, fields.known_fields("SimilarityRequest"))
+        call = similarity_call(document, config)
+    else:
+        fields.only_known(document, fields.known_fields("RootEmbedRequest"))
+        call = root_embed_call(document, config)
+    validate(document, schema, 422)  # the document's word (schemas.py): last, after the messages above
+    return call
+
+
+def similarity_call(document: dict[str, Any], config: ServerConfig) -> Call:
+    """A similarity body's Call: ``(source_sentence, *sentences)``."""
     pair = fields.required(document, "inputs")
     if not isinstance(pair, dict):
         raise fields.invalid("inputs", "an object with source_sentence and sentences")
@@ -51,7 +82,6 @@ def parse_similarity(body: bytes, content_type: str, config: ServerConfig, schem
         raise fields.invalid("parameters", "an object")
     fields.only_known(parameters, _PARAMETERS, "parameters")
     options = embed_options(parameters, pooled=False)
-    fields.checked(document, schema)
     return Call(RequestKind.SIMILARITY, (source, *sentences), embed=EmbedOptions(
         truncate=options.truncate, truncation_direction=options.truncation_direction,
         prompt_name=options.prompt_name))
