@@ -254,9 +254,9 @@ def error_message(path: str, reply: Reply, status: int, kind: str) -> str:
 
 # Each POST route's error shape: its API family's.
 FAMILY = {
-    "/": "ours",
+    "/": "ours", "/invocations": "ours",
     "/embed": "tei", "/embed_all": "tei", "/embed_sparse": "tei", "/similarity": "tei", "/tokenize": "tei", "/decode": "tei", "/rerank": "tei", "/predict": "tei",
-    "/v1/embeddings": "openai",
+    "/v1/embeddings": "openai", "/embeddings": "openai",
     "/v1/rerank": "cohere", "/v2/rerank": "cohere",
 }
 RERANKER = WorkerReady(model="/models/fake-ranker", task="text-ranking", device="cpu", dtype="float32",
@@ -273,6 +273,7 @@ SPARSE = WorkerReady(model="/models/fake-splade", task="sparse-embedding", devic
 # A model that serves each route, and a body it accepts.
 SERVED_BY = {
     "/": (FILL_MASK, {"inputs": "a [MASK]"}),
+    "/invocations": (FILL_MASK, {"inputs": "a [MASK]"}),
     "/embed": (EMBEDDER, {"inputs": "a"}),
     "/embed_all": (EMBEDDER, {"inputs": "a"}),
     "/embed_sparse": (SPARSE, {"inputs": "a"}),
@@ -282,6 +283,7 @@ SERVED_BY = {
     "/rerank": (RERANKER, {"query": "q", "texts": ["a", "b"]}),
     "/predict": (CLASSIFIER, {"inputs": "a"}),
     "/v1/embeddings": (EMBEDDER, {"input": "a"}),
+    "/embeddings": (EMBEDDER, {"input": "a"}),
     "/v1/rerank": (RERANKER, {"query": "q", "documents": ["a", "b"]}),
     "/v2/rerank": (RERANKER, {"query": "q", "documents": ["a", "b"]}),
 }

@@ -59,6 +59,27 @@ def test_a_route_added_only_to_the_table_is_served_documented_and_shaped() -> No
     assert unknown.status == 422 and "`x`" in unknown.json()["error"]
 
 
+@pytest.mark.parametrize("alias,original,info,body", [
+    ("/invocations", "/", SENTENCE_TRANSFORMERS, {"inputs": ["a", "b"], "normalize": False}),
+    ("/invocations", "/", EMBEDDER, {"inputs": "a", "parameters": {"x": 1}}),
+    ("/embeddings", "/v1/embeddings", EMBEDDER, {"input": ["a", "b"], "dimensions": 4}),
+])
+def test_teis_other_post_paths_are_their_routes(alias: str, original: str, info, body) -> None:
+    """TEI's paths beside ours: SageMaker's POST /invocations is POST /, and
+    /embeddings is OpenAI's /v1/embeddings; the same call reaches the model."""
+    (reply, backend), (want, want_backend) = (post_json(path, body, FakeBackend(info=info))
+                                              for path in (alias, original))
+    assert reply.status == want.status == 200, reply.body
+    assert [seen.call for seen in backend.seen] == [seen.call for seen in want_backend.seen] != []
+    assert one("POST", "/models/fake" + alias, FakeBackend(info=info), data=orjson.dumps(body),
+               headers=JSON)[0].status == 200
+
+
+def test_sagemakers_ping_is_health() -> None:
+    reply, _ = one("GET", "/ping", FakeBackend(info=EMBEDDER))
+    assert reply.status == 200 and reply.json() == one("GET", "/health", FakeBackend(info=EMBEDDER))[0].json()
+
+
 @pytest.mark.parametrize("path", sorted(SERVED_BY))
 def test_an_unknown_field_on_every_json_route_is_a_422_naming_it(path: str) -> None:
     info, body = SERVED_BY[path]

@@ -106,7 +106,7 @@ def _operation(path: str, method: str, context: dict[str, Any]) -> dict[str, Any
                                     "at most 128 characters); else one is made"}]
         operation["description"] = ("X-Request-Timeout: seconds, a positive number, to shorten --request-timeout. "
                                     "Answers carry X-Request-Id, X-Batch-Size, X-Queue-Time-Ms, X-Compute-Time-Ms.")
-        if bare == "/":
+        if spec.request == "PipelineRequest":  # POST / and its SageMaker path: the body follows the model
             request, ok_content = _root_body(context["embeds"], prefixed)
             operation["description"] += " A raw body may also be form-encoded, octet-stream or untyped."
         else:

@@ -21,6 +21,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/", "The task's pipeline on a raw text body or the inference API's JSON (a "
           "sentence-transformers model: /embed's answer, or /similarity's to a sentence-similarity body)", "inference", "PipelineOutput",
           handler=handlers.infer, parse=parse_pipeline, request="PipelineRequest"),
+    Route("POST", "/invocations", "POST / at SageMaker's path, as TEI serves it", "inference", "PipelineOutput",
+          handler=handlers.infer, parse=parse_pipeline, request="PipelineRequest"),
     Route("POST", "/embed", "Sentence embeddings (TEI)", _TEI_TAG, "EmbedResponse",
           parse=tei.parse_embed, request="EmbedRequest", family=TEI),
     Route("POST", "/embed_all", "Every token's vector (TEI)", _TEI_TAG, "EmbedAllResponse",
@@ -40,6 +42,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/embeddings", "Embeddings (OpenAI)", "openai", "OpenAICompatResponse",
           parse=parse_openai_embeddings, request="OpenAICompatRequest", family=OPENAI,
           named_by=handlers.embed_model_name),
+    Route("POST", "/embeddings", "Embeddings (OpenAI) without the /v1 prefix, as TEI serves them", "openai",
+          "OpenAICompatResponse", parse=parse_openai_embeddings, request="OpenAICompatRequest", family=OPENAI,
+          named_by=handlers.embed_model_name),
     Route("POST", "/v1/rerank", "Rerank (Cohere v1, Jina)", "rerank", "CohereRerankResponse",
           parse=parse_cohere_rerank_v1, request="CohereRerankRequest", family=COHERE,
           named_by=handlers.rerank_model_name),
@@ -52,6 +57,8 @@ ROUTES: tuple[Route, ...] = (
           handler=handlers.info, per_model=True),
     # ---- the server's ----
     Route("GET", "/health", "Liveness: 200 while the process lives", "server", "Health",
+          handler=handlers.health, public=True),
+    Route("GET", "/ping", "Liveness at SageMaker's path, as /health", "server", "Health",
           handler=handlers.health, public=True),
     Route("GET", "/metrics", "Prometheus metrics", "server", "Text", handler=handlers.metrics,
           ok_type="text/plain"),
