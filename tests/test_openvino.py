@@ -192,6 +192,64 @@ def test_embed_matches_sentence_transformers_for_every_pooling(sentence_model, c
                 assert g @ w / (np.linalg.norm(g) * np.linalg.norm(w)) >= 0.999, pooling
 
 
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_a_decoder_embedder_converts_and_the_gate_judges_it(tmp_path, cache_dir, caplog, padding_side) -> None:
+    """A Qwen2 base model with last-token pooling (Qwen3-Embedding's shape) converts now that its
+    forward builds no key/value cache. Padded on the right, OpenVINO serves it; padded on the left,
+    OpenVINO's answer for the padding rows (attending to nothing) is NaN, which reaches the real
+    tokens through the next layer's values: the gate refuses it and torch serves. Either way the
+    vectors are sentence-transformers' own."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from st_models import build_st_model, build_tiny_decoder
+
+    base = build_tiny_decoder(tmp_path / "qwen2")
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": padding_side}))
+    model = build_st_model(tmp_path / "st", base, pooling="lasttoken", normalize=True)
+    with caplog.at_level(logging.INFO, logger="inferserve.worker"):
+        loaded = load_model(_spec(model, cache_dir, task="feature-extraction", engine="openvino", dtype="float32"))
+    assert "cannot run this model" not in caplog.text  # converted
+    if padding_side == "right":
+        assert loaded.engine == "openvino"
+    else:
+        assert loaded.engine == "torch" and "fail the agreement gate (min cosine nan)" in caplog.text
+    tasks = build_tasks(loaded.pipeline, loaded.task, str(model), True, lambda message: None)
+    got = answer_in_process(tasks, RequestKind.EMBED, TEXTS, {})
+    want = sentence_transformers.SentenceTransformer(str(model), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_a_decoder_is_converted_in_a_real_worker(server_factory, tmp_path) -> None:
+    """A decoder served on OpenVINO by a real worker. Its forward built a key/value cache inside
+    the trace, which OpenVINO failed to convert in a worker process (in this test process that
+    trace converted either way, so the test above cannot tell)."""
+    from st_models import build_tiny_decoder
+
+    base = build_tiny_decoder(tmp_path / "qwen2")
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "right"}))
+    server = server_factory("--model", str(base), "--task", "feature-extraction", "--engine", "openvino",
+                            "--dtype", "float32", "--cache-dir", str(tmp_path / "cache"), "--num-threads", "1")
+    assert server.get("/info").json()["engine"] == "openvino", server.log()
+    vectors = server.post_json({"inputs": TEXTS}, path="/embed").json()
+    assert len(vectors) == 2 and all(np.isfinite(v).all() for v in vectors)
+
+
+def test_a_failed_conversion_leaves_the_loggers_as_they_were(models, tmp_path, monkeypatch, caplog) -> None:
+    """openvino.convert_model sets the root logger to ERROR and restores it only when it succeeds:
+    after a failure the worker's warnings, the fallback's first, went unseen."""
+    from inferserve.model import engines
+
+    monkeypatch.setattr(engines.TracedNetwork, "example", lambda self: "not a tensor")  # the converter refuses it
+    root = logging.getLogger()
+    with caplog.at_level(logging.WARNING):
+        filters = list(root.filters)
+        loaded = load_model(_spec(models["classifier"], str(tmp_path / "cache"), engine="openvino", dtype="float32"))
+        assert root.level == logging.WARNING and root.filters == filters
+    assert loaded.engine == "torch"
+    assert "OpenVINO cannot run this model, serving with torch" in caplog.text
+
+
 # ---- the conversion cache ----------------------------------------------------
 
 

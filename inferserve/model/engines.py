@@ -141,6 +141,9 @@ class TracedNetwork:
         import torch
 
         inputs, outputs = self.inputs, self.outputs
+        # A decoder would build its key/value cache inside the trace (OpenVINO cannot convert that);
+        # one forward pass needs none.
+        options = {"use_cache": False} if "use_cache" in inspect.signature(self.model.forward).parameters else {}
 
         class _Named(torch.nn.Module):
             def __init__(self, network: Any) -> None:
@@ -150,7 +153,7 @@ class TracedNetwork:
             def forward(self, input_ids: Any, attention_mask: Any = None,
                         token_type_ids: Any = None) -> tuple[Any, ...]:
                 given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-                result = self.network(**{name: given[name] for name in inputs})
+                result = self.network(**{name: given[name] for name in inputs}, **options)
                 return tuple(result[name] for name in outputs)
 
         return _Named(self.model).eval()

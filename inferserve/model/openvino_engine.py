@@ -144,6 +144,10 @@ def _convert(network: TracedNetwork, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path[:-len('.xml')]}.{os.getpid()}.tmp"
     log.info("converting the model to OpenVINO (once; cached in %s)", os.path.dirname(path))
+    root = logging.getLogger()
+    # convert_model sets the root logger to ERROR (and adds a filter) and puts it back only when it
+    # succeeds: after a failure every later warning of this process, the fallback's first, went unseen.
+    logger_state = root.level, list(root.filters), list(root.handlers)
     try:
         network = openvino.convert_model(
             network.positional(), example_input=network.example(),
@@ -152,6 +156,9 @@ def _convert(network: TracedNetwork, path: str) -> None:
         openvino.save_model(network, partial + ".xml", compress_to_fp16=False)
     except Exception as exc:  # noqa: BLE001 - converters fail in many ways; torch still serves
         raise ModelLoadError(f"OpenVINO conversion failed: {exc}") from exc
+    finally:
+        root.setLevel(logger_state[0])
+        root.filters[:], root.handlers[:] = logger_state[1], logger_state[2]
     # The weights first, then the graph whose presence marks the cache entry
     # complete: a concurrent worker never reads half of one.
     os.replace(partial + ".bin", path[:-len(".xml")] + ".bin")
