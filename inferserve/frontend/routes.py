@@ -19,8 +19,8 @@ _TEI_TAG = "text-embeddings-inference"
 ROUTES: tuple[Route, ...] = (
     # ---- a model's routes: bare (the first model) and under /models/{name} ----
     Route("POST", "/", "The task's pipeline on a raw text body or the inference API's JSON (a "
-          "sentence-transformers model: /embed's answer, or /similarity's to a sentence-similarity body)", "inference", "PipelineOutput",
-          handler=handlers.infer, parse=parse_pipeline, request="PipelineRequest"),
+          "sentence-transformers model: /embed's answer, or /similarity's to a sentence-similarity body)",
+          "inference", "PipelineOutput", handler=handlers.infer, parse=parse_pipeline, request="PipelineRequest"),
     Route("POST", "/invocations", "POST / at SageMaker's path, as TEI serves it", "inference", "PipelineOutput",
           handler=handlers.infer, parse=parse_pipeline, request="PipelineRequest"),
     Route("POST", "/embed", "Sentence embeddings (TEI)", _TEI_TAG, "EmbedResponse",
