@@ -41,6 +41,9 @@ from inferserve.ipc import InferResult, ModelFacts, Outcome, WorkerReady
 EMBEDDER = WorkerReady(model="m", task="feature-extraction", device="cpu", dtype="float32", load_seconds=0.1,
                        facts=ModelFacts(embedding_dimension=8, sentence_transformers=True, pooling="mean"))
 FILL_MASK = WorkerReady(model="m", task="fill-mask", device="cpu", dtype="float32", load_seconds=0.1)
+SPLADE = WorkerReady(model="m", task="sparse-embedding", device="cpu", dtype="float32", load_seconds=0.1,
+                     facts=ModelFacts(pooling="splade", sentence_transformers=True, sparse=True,
+                                      similarity_fn_name="dot"))
 RERANKER = WorkerReady(model="m", task="text-ranking", device="cpu", dtype="float32", load_seconds=0.1,
                        facts=ModelFacts(id2label={0: "LABEL_0"}))
 CLASSIFIER = WorkerReady(model="m", task="text-classification", device="cpu", dtype="float32", load_seconds=0.1,
@@ -135,8 +138,9 @@ def test_a_route_without_an_operation_is_reported() -> None:
 
 def test_post_slash_takes_what_the_model_parses() -> None:
     """A sentence-transformers model reads /embed's body or the inference API's sentence-similarity body
-    on POST / (handlers.infer); other models the inference API's."""
+    on POST / (handlers.infer), a SPLADE model /embed_sparse's (TEI's); other models the inference API's."""
     for info, request, text in ((EMBEDDER, "RootSentenceModelRequest", "EmbedTextBody"),
+                                (SPLADE, "EmbedSparseRequest", "EmbedTextBody"),
                                 (FILL_MASK, "PipelineRequest", "TextBody"), (None, "PipelineRequest", "TextBody")):
         content = served_document(make_app(info))["paths"]["/"]["post"]["requestBody"]["content"]
         assert content["application/json"]["schema"] == {"$ref": schemas.REF + request}
@@ -206,6 +210,7 @@ def test_each_post_route_parses_with_the_schema_its_document_names(path: str, mo
 PARSERS = {
     "PipelineRequest": inference_api.parse_pipeline,
     "RootSentenceModelRequest": tei_sparse.parse_root,
+    "EmbedSparseRequest": tei_sparse.parse_root_sparse,
     "EmbedRequest": tei.parse_embed,
     "EmbedAllRequest": tei.parse_embed_all,
     "TokenizeRequest": tei.parse_tokenize,
@@ -215,7 +220,7 @@ PARSERS = {
     "CohereRerankRequest": cohere_api.parse_cohere_rerank_v2,
     "PredictRequest": tei.parse_predict,
 }
-ROUTE_OF = {"PipelineRequest": ("/", FILL_MASK), "RootSentenceModelRequest": ("/", EMBEDDER), "EmbedRequest": "/embed",
+ROUTE_OF = {"PipelineRequest": ("/", FILL_MASK), "RootSentenceModelRequest": ("/", EMBEDDER), "EmbedSparseRequest": ("/", SPLADE), "EmbedRequest": "/embed",
             "EmbedAllRequest": "/embed_all", "TokenizeRequest": "/tokenize", "DecodeRequest": "/decode",
             "OpenAICompatRequest": "/v1/embeddings", "RerankRequest": "/rerank",
             "CohereRerankRequest": "/v2/rerank", "PredictRequest": "/predict"}

@@ -93,10 +93,12 @@ async def info(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.StreamResponse:
     """``POST /``: the inference API's body, or on a sentence-transformers
-    model ``/embed``'s or ``/similarity``'s (tei_sparse.parse_root; openapi.py
-    documents the same choice)."""
+    model ``/embed``'s or ``/similarity``'s (tei_sparse.parse_root), on a
+    SPLADE model ``/embed_sparse``'s (openapi.py documents the same choice)."""
     model = request.app[MODELS_KEY].routed(request)  # None: admission answers 404
     worker = model.backend.info if model is not None and model.backend is not None else None
+    if worker is not None and worker.facts.sparse:  # TEI's POST / on a SPLADE model is /embed_sparse
+        return await _serve(request, tei_sparse.parse_root_sparse, "EmbedSparseRequest", error_response)
     if worker is not None and worker.facts.sentence_transformers:
         return await _serve(request, tei_sparse.parse_root, "RootSentenceModelRequest", error_response)
     return await _serve(request, parse_pipeline, "PipelineRequest", error_response)

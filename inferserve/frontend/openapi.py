@@ -59,28 +59,46 @@ def undocumented(app: web.Application) -> list[str]:
     return [f"{method} {path}" for method, path in _routes(app) if bare_path(path)[0] not in table]
 
 
-def _sentence_transformers(app: web.Application) -> list[bool]:
-    """For each model: whether POST / takes /embed's body (as handlers.infer decides)."""
-    models = app[MODELS_KEY].models
-    return [bool(m.backend is not None and m.backend.info is not None and m.backend.info.facts.sentence_transformers)
-            for m in models]
+def _root_kinds(app: web.Application) -> list[str]:
+    """For each model, what POST / takes (as handlers.infer decides): the
+    pipeline's body, a sentence-transformers model's (dense) or a SPLADE
+    model's (sparse)."""
+    kinds = []
+    for model in app[MODELS_KEY].models:
+        info = model.backend.info if model.backend is not None else None
+        if info is None or not info.facts.sentence_transformers:
+            kinds.append("pipeline")
+        else:
+            kinds.append("sparse" if info.facts.sparse else "dense")
+    return kinds
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _root_body(embeds: list[bool], prefixed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+# POST /'s JSON body, raw text body and answer, by the model's kind (_root_kinds).
+_ROOT_SHAPES = {
+    "pipeline": ("PipelineRequest", "TextBody", ref("PipelineOutput")),
+    # As the body was /embed's or /similarity's.
+    "dense": ("RootSentenceModelRequest", "EmbedTextBody", {"anyOf": [ref("EmbedResponse"), ref("SimilarityResponse")]}),
+    "sparse": ("EmbedSparseRequest", "EmbedTextBody", ref("EmbedSparseResponse")),
+}
+
+
+def _root_body(kinds: list[str], prefixed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """POST /'s request content and 200 content: the first model's, or (under
     /models/{name}) whichever the named model takes."""
-    chosen = set(embeds) if prefixed else {embeds[0]}
-    json_schemas = [ref("RootSentenceModelRequest" if e else "PipelineRequest") for e in sorted(chosen)]
-    text_schemas = [ref("EmbedTextBody" if e else "TextBody") for e in sorted(chosen)]
-    one = (lambda s: s[0]) if len(chosen) == 1 else (lambda s: {"anyOf": s})
-    request = {"application/json": {"schema": one(json_schemas)}, "text/plain": {"schema": one(text_schemas)}}
-    embeds = {"anyOf": [ref("EmbedResponse"), ref("SimilarityResponse")]}  # as the body was /embed's or /similarity's
-    answer = _json(embeds if chosen == {True} else ref("PipelineOutput"))
-    if False in chosen:
+    chosen = sorted(set(kinds) if prefixed else {kinds[0]})
+
+    def one(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+        distinct = [s for i, s in enumerate(schemas) if s not in schemas[:i]]
+        return distinct[0] if len(distinct) == 1 else {"anyOf": distinct}
+
+    request = {"application/json": {"schema": one([ref(_ROOT_SHAPES[k][0]) for k in chosen])},
+               "text/plain": {"schema": one([ref(_ROOT_SHAPES[k][1]) for k in chosen])}}
+    answer = _json(one([_ROOT_SHAPES[k][2] for k in chosen]))
+    if "pipeline" in chosen:
         answer["text/event-stream"] = {"schema": {"type": "string", "description": '"stream": true: one data '
                                                   "event per token, then one with the text"}}
     return request, answer
@@ -107,7 +125,7 @@ def _operation(path: str, method: str, context: dict[str, Any]) -> dict[str, Any
         operation["description"] = ("X-Request-Timeout: seconds, a positive number, to shorten --request-timeout. "
                                     "Answers carry X-Request-Id, X-Batch-Size, X-Queue-Time-Ms, X-Compute-Time-Ms.")
         if spec.request == "PipelineRequest":  # POST / and its SageMaker path: the body follows the model
-            request, ok_content = _root_body(context["embeds"], prefixed)
+            request, ok_content = _root_body(context["root_kinds"], prefixed)
             operation["description"] += " A raw body may also be form-encoded, octet-stream or untyped."
         else:
             request = _json(ref(spec.request or "Text"))
@@ -144,7 +162,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this app's routes, as it runs now."""
     config = app[CONFIG_KEY]
     models = app[MODELS_KEY]
-    context = {"embeds": _sentence_transformers(app), "names": list(models.names), "several": models.several,
+    context = {"root_kinds": _root_kinds(app), "names": list(models.names), "several": models.several,
                "api_key": bool(config.api_key), "table": by_path(app[ROUTES_KEY])}
     paths: dict[str, dict[str, Any]] = {}
     for method, path in _routes(app):
