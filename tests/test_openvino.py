@@ -196,9 +196,8 @@ def test_embed_matches_sentence_transformers_for_every_pooling(sentence_model, c
 def test_a_decoder_embedder_converts_and_the_gate_judges_it(tmp_path, cache_dir, caplog, padding_side) -> None:
     """A Qwen2 base model with last-token pooling (Qwen3-Embedding's shape) converts now that its
     forward builds no key/value cache. Padded on the right, OpenVINO serves it; padded on the left,
-    OpenVINO's answer for the padding rows (attending to nothing) is NaN, which reaches the real
-    tokens through the next layer's values: the gate refuses it and torch serves. Either way the
-    vectors are sentence-transformers' own."""
+    OpenVINO's last-token vectors are NaN (past the padding rows, which attend to nothing): the
+    gate refuses it and torch serves. Either way the vectors are sentence-transformers' own."""
     sentence_transformers = pytest.importorskip("sentence_transformers")
     from st_models import build_st_model, build_tiny_decoder
 
