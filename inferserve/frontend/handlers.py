@@ -18,9 +18,9 @@ from .backend import InferenceBackend
 from .body import read_call
 from .errors import DeadlineExceeded, RequestError, WorkerUnavailable
 from .fields import Parser
-from .inference_api import parse_pipeline
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .models import MODEL_LABEL, MODELS_KEY
+from .root import ROOT_BODIES, root_kind
 from .responses import ErrorFactory, error_response, exception_failure, failure_response, outcome_failure, unavailable
 from .route import Handler, Route
 from .sse import stream_events
@@ -92,16 +92,12 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def infer(request: web.Request) -> web.StreamResponse:
-    """``POST /``: the inference API's body, or on a sentence-transformers
-    model ``/embed``'s or ``/similarity``'s (tei_sparse.parse_root), on a
-    SPLADE model ``/embed_sparse``'s (openapi.py documents the same choice)."""
+    """``POST /``: the body the routed model takes (root.py: the inference
+    API's, or a sentence-transformers or SPLADE model's)."""
     model = request.app[MODELS_KEY].routed(request)  # None: admission answers 404
     worker = model.backend.info if model is not None and model.backend is not None else None
-    if worker is not None and worker.facts.sparse:  # TEI's POST / on a SPLADE model is /embed_sparse
-        return await _serve(request, tei_sparse.parse_root_sparse, "EmbedSparseRequest", error_response)
-    if worker is not None and worker.facts.sentence_transformers:
-        return await _serve(request, tei_sparse.parse_root, "RootSentenceModelRequest", error_response)
-    return await _serve(request, parse_pipeline, "PipelineRequest", error_response)
+    body = ROOT_BODIES[root_kind(worker)]
+    return await _serve(request, body.parse, body.request, error_response)
 
 
 def serving(route: Route) -> Handler:

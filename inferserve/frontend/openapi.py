@@ -28,6 +28,7 @@ from aiohttp import web
 
 from .. import __version__
 from .models import MODELS_KEY
+from .root import ROOT_BODIES, root_kind
 from .route import OURS, ROUTES_KEY, TEI, Family, bare_path, by_path
 from .schemas import SCHEMAS, ref
 from .state import CONFIG_KEY
@@ -59,31 +60,8 @@ def undocumented(app: web.Application) -> list[str]:
     return [f"{method} {path}" for method, path in _routes(app) if bare_path(path)[0] not in table]
 
 
-def _root_kinds(app: web.Application) -> list[str]:
-    """For each model, what POST / takes (as handlers.infer decides): the
-    pipeline's body, a sentence-transformers model's (dense) or a SPLADE
-    model's (sparse)."""
-    kinds = []
-    for model in app[MODELS_KEY].models:
-        info = model.backend.info if model.backend is not None else None
-        if info is None or not info.facts.sentence_transformers:
-            kinds.append("pipeline")
-        else:
-            kinds.append("sparse" if info.facts.sparse else "dense")
-    return kinds
-
-
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
-
-
-# POST /'s JSON body, raw text body and answer, by the model's kind (_root_kinds).
-_ROOT_SHAPES = {
-    "pipeline": ("PipelineRequest", "TextBody", ref("PipelineOutput")),
-    # As the body was /embed's or /similarity's.
-    "dense": ("RootSentenceModelRequest", "EmbedTextBody", {"anyOf": [ref("EmbedResponse"), ref("SimilarityResponse")]}),
-    "sparse": ("EmbedSparseRequest", "EmbedTextBody", ref("EmbedSparseResponse")),
-}
 
 
 def _root_body(kinds: list[str], prefixed: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -95,9 +73,10 @@ def _root_body(kinds: list[str], prefixed: bool) -> tuple[dict[str, Any], dict[s
         distinct = [s for i, s in enumerate(schemas) if s not in schemas[:i]]
         return distinct[0] if len(distinct) == 1 else {"anyOf": distinct}
 
-    request = {"application/json": {"schema": one([ref(_ROOT_SHAPES[k][0]) for k in chosen])},
-               "text/plain": {"schema": one([ref(_ROOT_SHAPES[k][1]) for k in chosen])}}
-    answer = _json(one([_ROOT_SHAPES[k][2] for k in chosen]))
+    bodies = [ROOT_BODIES[kind] for kind in chosen]
+    request = {"application/json": {"schema": one([ref(b.request) for b in bodies])},
+               "text/plain": {"schema": one([ref(b.text) for b in bodies])}}
+    answer = _json(one([b.answer for b in bodies]))
     if "pipeline" in chosen:
         answer["text/event-stream"] = {"schema": {"type": "string", "description": '"stream": true: one data '
                                                   "event per token, then one with the text"}}
@@ -162,7 +141,8 @@ def build_document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this app's routes, as it runs now."""
     config = app[CONFIG_KEY]
     models = app[MODELS_KEY]
-    context = {"root_kinds": _root_kinds(app), "names": list(models.names), "several": models.several,
+    root_kinds = [root_kind(m.backend.info if m.backend is not None else None) for m in models.models]
+    context = {"root_kinds": root_kinds, "names": list(models.names), "several": models.several,
                "api_key": bool(config.api_key), "table": by_path(app[ROUTES_KEY])}
     paths: dict[str, dict[str, Any]] = {}
     for method, path in _routes(app):

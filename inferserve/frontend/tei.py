@@ -97,13 +97,18 @@ def parse_root_embed(body: bytes, content_type: str, config: ServerConfig, schem
     text body is one input; JSON is ``/embed``'s body, whose options may
     also come in ``"parameters"`` (the inference API's convention)."""
     if content_type in TEXT_CONTENT_TYPES:
-        text = fields.text(fields.utf8(body), BODY)
-        validate(text, "EmbedTextBody", 422)
-        return Call(RequestKind.EMBED, (text,), single=True, embed=EmbedOptions(normalize=True))
+        return Call(RequestKind.EMBED, (root_text(body),), single=True, embed=EmbedOptions(normalize=True))
     document = document_of(body, content_type, schema)
     call = root_embed_call(document, config)
     fields.checked(document, schema)
     return call
+
+
+def root_text(body: bytes) -> str:
+    """``POST /``'s raw text body on an embedding model: one input, not blank."""
+    text = fields.text(fields.utf8(body), BODY)
+    validate(text, "EmbedTextBody", 422)
+    return text
 
 
 def root_embed_call(document: dict[str, Any], config: ServerConfig) -> Call:

@@ -7,7 +7,8 @@ request parsers, and which route a model's kind serves.
 takes ``{"inputs": {"source_sentence", "sentences"}, "parameters": {...}}``
 and answers one score per sentence; ``POST /`` on a sentence-transformers
 model takes that body too (the inference API's sentence-similarity) beside
-``/embed``'s, and on a SPLADE model is ``/embed_sparse`` (as TEI's). A sparse model's dense routes, and a dense model's
+``/embed``'s, and on a SPLADE model is ``/embed_sparse`` (as TEI's; root.py
+chooses). A sparse model's dense routes, and a dense model's
 ``/embed_sparse``, are TEI's 424 naming the route to use.
 """
 
@@ -19,9 +20,9 @@ from ..common.config import ServerConfig
 from ..ipc import Call, EmbedOptions, RequestKind, WorkerReady
 from . import fields
 from .errors import RequestError
-from .fields import BODY, TEXT_CONTENT_TYPES
+from .fields import TEXT_CONTENT_TYPES
 from .schemas import validate
-from .tei import document_of, embed_inputs, embed_options, parse_root_embed, root_embed_call
+from .tei import document_of, embed_inputs, embed_options, parse_root_embed, root_embed_call, root_text
 
 # The dense routes a sparse encoder does not serve.
 _DENSE_KINDS = (RequestKind.EMBED, RequestKind.EMBED_ALL)
@@ -41,9 +42,7 @@ def parse_root_sparse(body: bytes, content_type: str, config: ServerConfig, sche
     """``POST /`` on a SPLADE model, as TEI answers there: ``/embed_sparse``'s
     body, or a raw text body (one input)."""
     if content_type in TEXT_CONTENT_TYPES:
-        text = fields.text(fields.utf8(body), BODY)
-        validate(text, "EmbedTextBody", 422)
-        return Call(RequestKind.EMBED_SPARSE, (text,), single=True, embed=embed_options({}, pooled=False))
+        return Call(RequestKind.EMBED_SPARSE, (root_text(body),), single=True, embed=embed_options({}, pooled=False))
     return parse_embed_sparse(body, content_type, config, schema)
 
 
