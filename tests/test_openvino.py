@@ -201,9 +201,7 @@ def test_a_decoder_embedder_converts_and_the_gate_judges_it(tmp_path, cache_dir,
     sentence_transformers = pytest.importorskip("sentence_transformers")
     from st_models import build_st_model, build_tiny_decoder
 
-    base = build_tiny_decoder(tmp_path / "qwen2")
-    config = json.loads((base / "tokenizer_config.json").read_text())
-    (base / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": padding_side}))
+    base = build_tiny_decoder(tmp_path / "qwen2", padding_side=padding_side)
     model = build_st_model(tmp_path / "st", base, pooling="lasttoken", normalize=True)
     with caplog.at_level(logging.INFO, logger="inferserve.worker"):
         loaded = load_model(_spec(model, cache_dir, task="feature-extraction", engine="openvino", dtype="float32"))
@@ -224,9 +222,7 @@ def test_a_decoder_is_converted_in_a_real_worker(server_factory, tmp_path) -> No
     trace converted either way, so the test above cannot tell)."""
     from st_models import build_tiny_decoder
 
-    base = build_tiny_decoder(tmp_path / "qwen2")
-    config = json.loads((base / "tokenizer_config.json").read_text())
-    (base / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "right"}))
+    base = build_tiny_decoder(tmp_path / "qwen2", padding_side="right")
     server = server_factory("--model", str(base), "--task", "feature-extraction", "--engine", "openvino",
                             "--dtype", "float32", "--cache-dir", str(tmp_path / "cache"), "--num-threads", "1")
     assert server.get("/info").json()["engine"] == "openvino", server.log()
